@@ -1,0 +1,12 @@
+DROP TRIGGER ledger_entries_no_truncate ON ledger_entries;
+DROP TRIGGER ledger_entries_no_update ON ledger_entries;
+DROP FUNCTION ledger_entries_append_only();
+DROP TABLE period_locks;
+DROP TABLE idempotency_records;
+DROP TABLE ledger_entries;
+DROP TABLE ledger_head;
+DROP TABLE stockpiles;
+DROP TABLE depots;
+DROP TABLE element_forms;
+DROP TABLE forms;
+DROP TABLE elements;

@@ -1,0 +1,11 @@
+DROP TRIGGER ledger_entries_no_delete;
+DROP TRIGGER ledger_entries_no_update;
+DROP TABLE period_locks;
+DROP TABLE idempotency_records;
+DROP TABLE ledger_entries;
+DROP TABLE ledger_head;
+DROP TABLE stockpiles;
+DROP TABLE depots;
+DROP TABLE element_forms;
+DROP TABLE forms;
+DROP TABLE elements;

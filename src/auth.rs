@@ -1,0 +1,349 @@
+//! Bearer-token authentication: claims, the `AuthUser` extractor, role and depot
+//! scope checks, and token minting for the CLI.
+
+use std::collections::BTreeSet;
+use std::future::{ready, Ready};
+
+use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::AuthSettings;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// What a token may do. Parsed exactly: `"Admin"` or `"ADMIN"` is not a role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Approver,
+    Auditor,
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Viewer,
+        Role::Operator,
+        Role::Approver,
+        Role::Auditor,
+        Role::Admin,
+    ];
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Approver => "approver",
+            Role::Auditor => "auditor",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// The JWT claims `reserve` issues and accepts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub roles: Vec<String>,
+    /// Depot codes the token is limited to; absent means every depot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depots: Option<Vec<String>>,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub iss: String,
+    pub aud: String,
+}
+
+/// Signing and verification keys with the pinned validation rules.
+#[derive(Clone)]
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+}
+
+/// Minimum HS256 secret length: RFC 7518 §3.2 asks for a key at least as long
+/// as the hash output.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+impl TokenKeys {
+    pub fn hs256(secret: &[u8], settings: &AuthSettings) -> anyhow::Result<TokenKeys> {
+        anyhow::ensure!(
+            secret.len() >= MIN_SECRET_BYTES,
+            "the JWT secret must be at least {MIN_SECRET_BYTES} bytes"
+        );
+        // Idempotent; explicit so that no other crate's feature choice can leave
+        // jsonwebtoken without a provider.
+        let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+        // Only HS256: a token announcing any other algorithm (`none`, RS256, ...)
+        // is refused before its signature is looked at.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[settings.issuer.as_str()]);
+        validation.set_audience(&[settings.audience.as_str()]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+        validation.leeway = settings.leeway_secs;
+        validation.validate_nbf = true;
+        validation.validate_exp = true;
+        Ok(TokenKeys {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+        })
+    }
+
+    /// Signs a token for `sub` with `roles`, limited to `depots` when given.
+    pub fn mint(
+        &self,
+        sub: &str,
+        roles: &[Role],
+        depots: Option<Vec<String>>,
+        ttl: chrono::Duration,
+    ) -> anyhow::Result<String> {
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            sub: sub.to_string(),
+            roles: roles.iter().map(|r| r.as_str().to_string()).collect(),
+            depots,
+            exp: now + ttl.num_seconds(),
+            iat: now,
+            nbf: now,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+        };
+        Ok(encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.encoding,
+        )?)
+    }
+
+    /// Verifies signature, algorithm, issuer, audience and time window.
+    pub fn verify(&self, token: &str) -> Result<AuthUser, ApiError> {
+        let data = decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            let why = match e.kind() {
+                K::ExpiredSignature => "the token has expired",
+                K::ImmatureSignature => "the token is not valid yet",
+                K::InvalidIssuer => "the token was issued by someone else",
+                K::InvalidAudience => "the token is meant for another service",
+                K::InvalidAlgorithm | K::InvalidAlgorithmName => {
+                    "the token's algorithm is not accepted"
+                }
+                K::InvalidSignature => "the token's signature does not verify",
+                K::MissingRequiredClaim(_) => "the token lacks a required claim",
+                _ => "the token is malformed",
+            };
+            ApiError::Unauthorized(why.into())
+        })?;
+        let claims = data.claims;
+        if claims.sub.trim().is_empty() || claims.sub.len() > 200 {
+            return Err(ApiError::Unauthorized(
+                "the token's subject is empty or too long".into(),
+            ));
+        }
+        let roles: BTreeSet<Role> = claims.roles.iter().filter_map(|r| Role::parse(r)).collect();
+        if roles.is_empty() {
+            return Err(ApiError::Forbidden(
+                "the token carries no known role".into(),
+            ));
+        }
+        let depots = claims
+            .depots
+            .map(|d| d.into_iter().collect::<BTreeSet<_>>());
+        Ok(AuthUser {
+            subject: claims.sub,
+            roles,
+            depots,
+        })
+    }
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub subject: String,
+    pub roles: BTreeSet<Role>,
+    /// `None`: every depot. `Some(codes)`: only those depots.
+    pub depots: Option<BTreeSet<String>>,
+}
+
+impl AuthUser {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.has(role) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this needs the {} role",
+                role.as_str()
+            )))
+        }
+    }
+
+    /// Refuses a write at a depot outside the token's scope.
+    pub fn require_depot(&self, code: &str) -> Result<(), ApiError> {
+        match &self.depots {
+            Some(scope) if !scope.contains(code) => Err(ApiError::Forbidden(format!(
+                "the token is not scoped to depot {code}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Auditors (and admins) may see who posted each entry; others see it redacted.
+    pub fn may_see_actors(&self) -> bool {
+        self.has(Role::Auditor) || self.has(Role::Admin)
+    }
+}
+
+impl FromRequest for AuthUser {
+    type Error = ApiError;
+    type Future = Ready<Result<AuthUser, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req))
+    }
+}
+
+/// A role an endpoint requires, checked by the `Authorized` extractor before any
+/// other extractor reads headers or body: a caller without the role gets 403
+/// whatever else is wrong with the request.
+pub trait RequiredRole {
+    const ROLE: Role;
+}
+
+pub struct Operator;
+impl RequiredRole for Operator {
+    const ROLE: Role = Role::Operator;
+}
+
+pub struct Admin;
+impl RequiredRole for Admin {
+    const ROLE: Role = Role::Admin;
+}
+
+/// An authenticated caller holding role `R`.
+pub struct Authorized<R>(pub AuthUser, pub std::marker::PhantomData<R>);
+
+impl<R: RequiredRole> FromRequest for Authorized<R> {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req).and_then(|user| {
+            user.require(R::ROLE)?;
+            Ok(Authorized(user, std::marker::PhantomData))
+        }))
+    }
+}
+
+fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState missing")))?;
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer <token>`".into()))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("the Authorization header is not ASCII".into()))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| ApiError::Unauthorized("the Authorization scheme must be Bearer".into()))?;
+    state.keys.verify(token.trim())
+}
+
+/// Parses `30m`, `8h`, `7d`, `3600s` (or bare seconds) into a duration.
+pub fn parse_ttl(s: &str) -> Result<chrono::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: use e.g. 30m, 8h, 7d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("invalid duration unit in {s:?}: use s, m, h or d")),
+    };
+    if secs <= 0 || secs > 366 * 86_400 {
+        return Err("the duration must be between 1 second and 366 days".into());
+    }
+    Ok(chrono::Duration::seconds(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> AuthSettings {
+        AuthSettings {
+            jwt_secret: String::new(),
+            issuer: "reserve".into(),
+            audience: "reserve-api".into(),
+            leeway_secs: 0,
+        }
+    }
+
+    #[test]
+    fn minted_tokens_verify_with_their_roles_and_scope() {
+        let keys = TokenKeys::hs256(&[7u8; 32], &settings()).unwrap();
+        let t = keys
+            .mint(
+                "alice",
+                &[Role::Operator],
+                Some(vec!["NV1".into()]),
+                chrono::Duration::hours(1),
+            )
+            .unwrap();
+        let user = keys.verify(&t).unwrap();
+        assert_eq!(user.subject, "alice");
+        assert!(user.has(Role::Operator) && !user.has(Role::Admin));
+        assert!(user.require_depot("NV1").is_ok());
+        assert!(user.require_depot("TX2").is_err());
+    }
+
+    #[test]
+    fn roles_are_case_sensitive() {
+        assert_eq!(Role::parse("admin"), Some(Role::Admin));
+        assert_eq!(Role::parse("Admin"), None);
+        assert_eq!(Role::parse("ADMIN"), None);
+        assert_eq!(Role::parse("admin "), None);
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        assert!(TokenKeys::hs256(b"short", &settings()).is_err());
+    }
+
+    #[test]
+    fn ttl_parses_units() {
+        assert_eq!(parse_ttl("30m").unwrap().num_seconds(), 1800);
+        assert_eq!(parse_ttl("8h").unwrap().num_seconds(), 28_800);
+        assert_eq!(parse_ttl("90").unwrap().num_seconds(), 90);
+        assert!(parse_ttl("0s").is_err());
+        assert!(parse_ttl("5y").is_err());
+        assert!(parse_ttl("-5m").is_err());
+    }
+}

@@ -1,0 +1,204 @@
+//! Database access: one connection type over SQLite and PostgreSQL, the pool, the
+//! embedded migrations, and the write transaction every ledger posting runs in.
+
+pub mod schema;
+pub mod types;
+
+use std::time::Duration;
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::r2d2::{self, ManageConnection, R2D2Connection};
+use diesel::{Connection, PgConnection, SqliteConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+/// A connection to whichever backend the configured URL names.
+#[derive(diesel::MultiConnection)]
+pub enum DbConn {
+    Postgres(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+pub type Pool = r2d2::Pool<DbConnManager>;
+pub type PooledConn = r2d2::PooledConnection<DbConnManager>;
+
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// Which backend a database URL names, parsed once from its scheme.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `postgres://` or `postgresql://`, passed to libpq unchanged.
+    Postgres(String),
+    /// `sqlite://PATH` (relative or absolute) or `sqlite::memory:`.
+    Sqlite(String),
+}
+
+impl DatabaseUrl {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(url.to_string()))
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(
+                    "sqlite:// URL needs a file path, e.g. sqlite://data/reserve.db".into(),
+                );
+            }
+            Ok(Self::Sqlite(path.to_string()))
+        } else if url == "sqlite::memory:" {
+            Ok(Self::Sqlite(":memory:".to_string()))
+        } else {
+            Err(format!(
+                "unsupported database URL {:?}: use sqlite://PATH or postgres://USER@HOST/DB",
+                redact(url)
+            ))
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+/// The URL with any password removed, for logs and errors.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Opens connections for the pool; SQLite connections get the pragmas that make
+/// concurrent writers safe and commits durable.
+#[derive(Debug, Clone)]
+pub struct DbConnManager {
+    url: DatabaseUrl,
+}
+
+impl DbConnManager {
+    pub fn new(url: DatabaseUrl) -> Self {
+        Self { url }
+    }
+}
+
+pub fn establish(url: &DatabaseUrl) -> Result<DbConn, r2d2::Error> {
+    match url {
+        DatabaseUrl::Postgres(u) => PgConnection::establish(u)
+            .map(DbConn::Postgres)
+            .map_err(r2d2::Error::ConnectionError),
+        DatabaseUrl::Sqlite(path) => {
+            let mut conn =
+                SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
+            // WAL lets readers run beside the single writer; FULL makes every
+            // acknowledged commit survive power loss; busy_timeout queues writers
+            // instead of failing them at once.
+            conn.batch_execute(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 15000;",
+            )
+            .map_err(r2d2::Error::QueryError)?;
+            Ok(DbConn::Sqlite(conn))
+        }
+    }
+}
+
+impl ManageConnection for DbConnManager {
+    type Connection = DbConn;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<DbConn, r2d2::Error> {
+        establish(&self.url)
+    }
+
+    fn is_valid(&self, conn: &mut DbConn) -> Result<(), r2d2::Error> {
+        conn.ping().map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut DbConn) -> bool {
+        std::thread::panicking() || conn.is_broken()
+    }
+}
+
+/// Builds the pool. Connections are opened lazily so the service can start (and
+/// answer `/readyz` with "not ready") while the database is still down.
+pub fn pool(url: &DatabaseUrl, size: u32, connect_timeout: Duration) -> Pool {
+    r2d2::Pool::builder()
+        .max_size(size)
+        .min_idle(Some(0))
+        .connection_timeout(connect_timeout)
+        .test_on_check_out(true)
+        .build_unchecked(DbConnManager::new(url.clone()))
+}
+
+/// Applies every pending migration of the connection's backend.
+pub fn run_migrations(conn: &mut DbConn) -> anyhow::Result<Vec<String>> {
+    let applied = match conn {
+        DbConn::Postgres(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS),
+        DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
+    }
+    .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
+    Ok(applied.iter().map(|v| v.to_string()).collect())
+}
+
+/// True when every embedded migration has been applied.
+pub fn migrations_complete(conn: &mut DbConn) -> anyhow::Result<bool> {
+    let pending = match conn {
+        DbConn::Postgres(c) => c.pending_migrations(POSTGRES_MIGRATIONS).map(|p| p.len()),
+        DbConn::Sqlite(c) => c.pending_migrations(SQLITE_MIGRATIONS).map(|p| p.len()),
+    }
+    .map_err(|e| anyhow::anyhow!("cannot read migration state: {e}"))?;
+    Ok(pending == 0)
+}
+
+/// Runs `f` in a transaction that may write. On SQLite it is `BEGIN IMMEDIATE`, so
+/// the write lock is taken before the first read and a transaction never fails
+/// half-way because another writer committed first; on PostgreSQL it is an
+/// ordinary READ COMMITTED transaction whose conditional updates take row locks.
+pub fn write_transaction<T, E, F>(conn: &mut DbConn, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConn) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    match conn {
+        DbConn::Postgres(_) => conn.transaction(f),
+        DbConn::Sqlite(_) => {
+            if let DbConn::Sqlite(c) = conn {
+                AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?;
+            }
+            let result = f(conn);
+            let DbConn::Sqlite(c) = conn else {
+                unreachable!("the connection cannot change backend inside a transaction")
+            };
+            match result {
+                Ok(value) => {
+                    AnsiTransactionManager::commit_transaction(c)?;
+                    Ok(value)
+                }
+                Err(e) => {
+                    AnsiTransactionManager::rollback_transaction(c)?;
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+/// Runs `f` in a read-only transaction that sees one snapshot throughout
+/// (REPEATABLE READ on PostgreSQL; any SQLite read transaction already does).
+pub fn read_transaction<T, E, F>(conn: &mut DbConn, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConn) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    conn.transaction(|c| {
+        if let DbConn::Postgres(_) = c {
+            c.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
+        }
+        f(c)
+    })
+}

@@ -1,0 +1,4 @@
+//! Reference data: elements and forms.
+pub mod model;
+pub mod repo;
+pub mod routes;

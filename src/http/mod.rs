@@ -1,0 +1,86 @@
+//! HTTP plumbing shared by every feature: strict JSON bodies, the Idempotency-Key
+//! header, request ids, pagination and CSV answers.
+
+pub mod csv;
+pub mod json;
+pub mod pagination;
+pub mod request_id;
+
+use actix_web::{dev::Payload, FromRequest, HttpRequest};
+use std::future::{ready, Ready};
+
+use crate::error::{ApiError, FieldError};
+
+/// The `Idempotency-Key` request header, required on every POST that writes.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey(pub String);
+
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
+
+impl FromRequest for IdempotencyKey {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(parse_idempotency_key(req))
+    }
+}
+
+fn parse_idempotency_key(req: &HttpRequest) -> Result<IdempotencyKey, ApiError> {
+    let err = |m: &str| ApiError::Validation(vec![FieldError::new("Idempotency-Key", m)]);
+    let mut values = req.headers().get_all("idempotency-key");
+    let value = values.next().ok_or_else(|| {
+        err("this request writes, so it needs an Idempotency-Key header (e.g. a UUID)")
+    })?;
+    if values.next().is_some() {
+        return Err(err("send exactly one Idempotency-Key header"));
+    }
+    let value = value.to_str().map_err(|_| err("must be printable ASCII"))?;
+    // The draft standard wraps keys as a structured-field string ("..."); accept both.
+    let key = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value);
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(err(&format!(
+            "must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters"
+        )));
+    }
+    if !key.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(err("must be printable ASCII without spaces"));
+    }
+    Ok(IdempotencyKey(key.to_string()))
+}
+
+/// Checks a free-text field: bounded length, no control characters.
+pub fn check_text(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: &Option<String>,
+    max_chars: usize,
+) -> Option<String> {
+    let v = value.as_ref()?;
+    let trimmed = v.trim();
+    if trimmed.is_empty() {
+        errors.push(FieldError::new(field, "must not be blank when given"));
+        return None;
+    }
+    if trimmed.chars().count() > max_chars {
+        errors.push(FieldError::new(
+            field,
+            format!("must be at most {max_chars} characters"),
+        ));
+        return None;
+    }
+    if trimmed
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        errors.push(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
+        return None;
+    }
+    Some(trimmed.to_string())
+}

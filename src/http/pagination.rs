@@ -1,0 +1,142 @@
+//! Cursor pagination shared by every list: `?limit=&cursor=&order=`, answered as
+//! `{"items": [...], "next_cursor": "..."}`.
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use serde::Serialize;
+
+use crate::error::{ApiError, FieldError};
+
+pub const DEFAULT_LIMIT: i64 = 50;
+pub const MAX_LIMIT: i64 = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    NewestFirst,
+    OldestFirst,
+}
+
+/// A validated page request. The cursor is the key of the last item returned,
+/// so a page never repeats or skips rows whatever is inserted meanwhile (for the
+/// ledger because sequence order is commit order).
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest {
+    pub limit: i64,
+    pub after: Option<i64>,
+    pub order: Order,
+}
+
+impl PageRequest {
+    pub fn parse(
+        limit: Option<i64>,
+        cursor: Option<&str>,
+        order: Option<&str>,
+        max_limit: i64,
+    ) -> Result<PageRequest, ApiError> {
+        let mut errors = Vec::new();
+        let limit = limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=max_limit).contains(&limit) {
+            errors.push(FieldError::new(
+                "limit",
+                format!("must be between 1 and {max_limit}"),
+            ));
+        }
+        let after = match cursor {
+            None | Some("") => None,
+            Some(c) => match decode_cursor(c) {
+                Some(v) => Some(v),
+                None => {
+                    errors.push(FieldError::new(
+                        "cursor",
+                        "is not a cursor this service issued",
+                    ));
+                    None
+                }
+            },
+        };
+        let order = match order {
+            None | Some("desc") => Order::NewestFirst,
+            Some("asc") => Order::OldestFirst,
+            Some(_) => {
+                errors.push(FieldError::new("order", "must be \"asc\" or \"desc\""));
+                Order::NewestFirst
+            }
+        };
+        if errors.is_empty() {
+            Ok(PageRequest {
+                limit,
+                after,
+                order,
+            })
+        } else {
+            Err(ApiError::Validation(errors))
+        }
+    }
+
+    /// Trims the one extra row fetched to learn whether another page exists.
+    ///
+    /// Newest-first lists end: `next_cursor` is null after the oldest row.
+    /// Oldest-first lists are streams that grow at their end, so they always
+    /// return a cursor to resume from (the request's own when the page is
+    /// empty); a reader polls it until `items` comes back empty.
+    pub fn finish<T>(&self, mut rows: Vec<T>, key: impl Fn(&T) -> i64) -> (Vec<T>, Option<String>) {
+        let more = rows.len() as i64 > self.limit;
+        rows.truncate(self.limit as usize);
+        let last = rows.last().map(key);
+        let next = match self.order {
+            Order::NewestFirst if more => last,
+            Order::NewestFirst => None,
+            Order::OldestFirst => last.or(self.after),
+        };
+        (rows, next.map(encode_cursor))
+    }
+}
+
+pub fn encode_cursor(v: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("k{v}"))
+}
+
+fn decode_cursor(c: &str) -> Option<i64> {
+    let bytes = URL_SAFE_NO_PAD.decode(c).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    text.strip_prefix('k')?.parse().ok()
+}
+
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let c = encode_cursor(42);
+        let p = PageRequest::parse(Some(10), Some(&c), Some("asc"), MAX_LIMIT).unwrap();
+        assert_eq!(p.after, Some(42));
+        assert_eq!(p.order, Order::OldestFirst);
+        assert!(PageRequest::parse(None, Some("!!"), None, MAX_LIMIT).is_err());
+        assert!(PageRequest::parse(Some(0), None, None, MAX_LIMIT).is_err());
+        assert!(PageRequest::parse(Some(MAX_LIMIT + 1), None, None, MAX_LIMIT).is_err());
+    }
+
+    #[test]
+    fn finish_reports_a_next_cursor_only_when_rows_remain() {
+        let p = PageRequest::parse(Some(2), None, None, MAX_LIMIT).unwrap();
+        let (rows, next) = p.finish(vec![5, 4, 3], |r| *r);
+        assert_eq!(rows, vec![5, 4]);
+        assert_eq!(next, Some(encode_cursor(4)));
+        let (_, next) = p.finish(vec![5, 4], |r| *r);
+        assert_eq!(next, None);
+        let asc =
+            PageRequest::parse(Some(2), Some(&encode_cursor(7)), Some("asc"), MAX_LIMIT).unwrap();
+        assert_eq!(
+            asc.finish(Vec::<i64>::new(), |r| *r).1,
+            Some(encode_cursor(7)),
+            "a stream resumes where it was"
+        );
+        assert_eq!(asc.finish(vec![8], |r| *r).1, Some(encode_cursor(8)));
+    }
+}

@@ -1,0 +1,209 @@
+//! Idempotent writes (the IETF Idempotency-Key draft): the first successful
+//! response to a (subject, key) is stored in the same transaction as the write it
+//! describes. The same key with the same request replays that response and writes
+//! nothing; with a different request it is refused (422); while the first request
+//! is still running in this process the second gets 409.
+//!
+//! Refusals are not stored: a request refused for lack of stock may be retried
+//! with the same key once stock has arrived.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use actix_web::{http::StatusCode, HttpResponse};
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::db::schema::idempotency_records as rec;
+use crate::db::{types, write_transaction, DbConn};
+use crate::error::{ApiError, ApiResult};
+
+/// A response as stored for replay.
+#[derive(Debug, Clone)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: String,
+    pub replayed: bool,
+}
+
+impl StoredResponse {
+    pub fn into_http(self) -> HttpResponse {
+        let mut r =
+            HttpResponse::build(StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK));
+        r.content_type("application/json");
+        if self.replayed {
+            r.insert_header(("Idempotent-Replayed", "true"));
+        }
+        r.body(self.body)
+    }
+}
+
+/// Fingerprint of a request: method, route and the canonical serialisation of
+/// the parsed body, so whitespace or key order do not make "another" request.
+pub fn fingerprint(method: &str, route: &str, body: &impl Serialize) -> String {
+    let mut h = Sha256::new();
+    h.update(method.as_bytes());
+    h.update([0]);
+    h.update(route.as_bytes());
+    h.update([0]);
+    h.update(serde_json::to_vec(body).unwrap_or_default());
+    hex::encode(h.finalize())
+}
+
+enum TxError {
+    Api(ApiError),
+    KeyTaken,
+}
+
+impl From<DieselError> for TxError {
+    fn from(e: DieselError) -> Self {
+        TxError::Api(e.into())
+    }
+}
+
+impl From<ApiError> for TxError {
+    fn from(e: ApiError) -> Self {
+        TxError::Api(e)
+    }
+}
+
+/// Runs `write` once per (subject, key) inside a write transaction, storing its
+/// response with it. A stored response is replayed at once; a key whose first
+/// request is still running in this process answers 409.
+pub fn run<T, F>(
+    conn: &mut DbConn,
+    in_flight: &InFlight,
+    subject: &str,
+    key: &str,
+    request_hash: &str,
+    status: StatusCode,
+    write: F,
+) -> ApiResult<StoredResponse>
+where
+    T: Serialize,
+    F: FnOnce(&mut DbConn) -> ApiResult<T>,
+{
+    if let Some(found) = lookup(conn, subject, key, request_hash)? {
+        return Ok(found);
+    }
+    let _running = in_flight.claim(subject, key)?;
+    // The first request may have finished between the lookup and the claim.
+    if let Some(found) = lookup(conn, subject, key, request_hash)? {
+        return Ok(found);
+    }
+    let result = write_transaction(conn, |c| -> Result<StoredResponse, TxError> {
+        let value = write(c)?;
+        let body = serde_json::to_string(&value).map_err(ApiError::internal)?;
+        let inserted = diesel::insert_into(rec::table)
+            .values((
+                rec::subject.eq(subject),
+                rec::idempotency_key.eq(key),
+                rec::request_hash.eq(request_hash),
+                rec::response_status.eq(status.as_u16() as i32),
+                rec::response_body.eq(&body),
+                rec::created_at.eq(types::to_db(types::now())),
+            ))
+            .execute(c);
+        match inserted {
+            Ok(_) => Ok(StoredResponse {
+                status: status.as_u16(),
+                body,
+                replayed: false,
+            }),
+            // Another replica committed the same key first: undo ours, replay theirs.
+            Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+                Err(TxError::KeyTaken)
+            }
+            Err(e) => Err(e.into()),
+        }
+    });
+    match result {
+        Ok(r) => Ok(r),
+        Err(TxError::Api(e)) => Err(e),
+        Err(TxError::KeyTaken) => lookup(conn, subject, key, request_hash)?
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("idempotency record vanished"))),
+    }
+}
+
+fn lookup(
+    conn: &mut DbConn,
+    subject: &str,
+    key: &str,
+    request_hash: &str,
+) -> ApiResult<Option<StoredResponse>> {
+    let found: Option<(String, i32, String)> = rec::table
+        .filter(rec::subject.eq(subject))
+        .filter(rec::idempotency_key.eq(key))
+        .select((rec::request_hash, rec::response_status, rec::response_body))
+        .first(conn)
+        .optional()?;
+    match found {
+        None => Ok(None),
+        Some((hash, _, _)) if hash != request_hash => Err(ApiError::IdempotencyKeyReused),
+        Some((_, status, body)) => Ok(Some(StoredResponse {
+            status: status as u16,
+            body,
+            replayed: true,
+        })),
+    }
+}
+
+/// Keys whose first request is still running in this process.
+#[derive(Debug, Default, Clone)]
+pub struct InFlight(Arc<Mutex<HashSet<(String, String)>>>);
+
+/// Releases its key when dropped, whether the request succeeded, failed or was
+/// cancelled by a disconnecting client.
+pub struct InFlightGuard {
+    set: InFlight,
+    entry: (String, String),
+}
+
+impl InFlight {
+    pub fn claim(&self, subject: &str, key: &str) -> ApiResult<InFlightGuard> {
+        let entry = (subject.to_string(), key.to_string());
+        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(entry.clone()) {
+            return Err(ApiError::IdempotencyKeyInFlight);
+        }
+        Ok(InFlightGuard {
+            set: self.clone(),
+            entry,
+        })
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let mut set = self.set.0.lock().unwrap_or_else(|p| p.into_inner());
+        set.remove(&self.entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_differ_by_route_and_body() {
+        let a = fingerprint("POST", "/a", &serde_json::json!({"q": "1"}));
+        assert_eq!(a, fingerprint("POST", "/a", &serde_json::json!({"q": "1"})));
+        assert_ne!(a, fingerprint("POST", "/b", &serde_json::json!({"q": "1"})));
+        assert_ne!(a, fingerprint("POST", "/a", &serde_json::json!({"q": "2"})));
+    }
+
+    #[test]
+    fn a_key_in_flight_is_refused_until_released() {
+        let f = InFlight::default();
+        let g = f.claim("alice", "k1").unwrap();
+        assert!(matches!(
+            f.claim("alice", "k1"),
+            Err(ApiError::IdempotencyKeyInFlight)
+        ));
+        assert!(f.claim("bob", "k1").is_ok(), "keys are per subject");
+        drop(g);
+        assert!(f.claim("alice", "k1").is_ok());
+    }
+}

@@ -1,0 +1,172 @@
+//! Ledger rows and the reads over them.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::db::schema::{depots, ledger_entries as le, stockpiles};
+use crate::db::DbConn;
+use crate::error::ApiResult;
+use crate::http::pagination::{Order, PageRequest};
+
+/// A `ledger_entries` row.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = le)]
+pub struct EntryRow {
+    pub sequence: i64,
+    pub stockpile_id: i64,
+    pub kind: String,
+    pub quantity_g: i64,
+    pub balance_after_g: i64,
+    pub occurred_at: NaiveDateTime,
+    pub recorded_at: NaiveDateTime,
+    pub actor: String,
+    pub reference: Option<String>,
+    pub counterparty: Option<String>,
+    pub origin_country: Option<String>,
+    pub unit_price_micros: Option<i64>,
+    pub currency: Option<String>,
+    pub note: Option<String>,
+    pub idempotency_key: String,
+    pub movement_id: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl EntryRow {
+    /// The fields the entry's hash commits to.
+    pub fn chained(&self) -> super::chain::ChainedFields<'_> {
+        super::chain::ChainedFields {
+            sequence: self.sequence,
+            stockpile_id: self.stockpile_id,
+            kind: &self.kind,
+            quantity_g: self.quantity_g,
+            balance_after_g: self.balance_after_g,
+            occurred_at_micros: self.occurred_at.and_utc().timestamp_micros(),
+            recorded_at_micros: self.recorded_at.and_utc().timestamp_micros(),
+            actor: &self.actor,
+            reference: self.reference.as_deref(),
+            counterparty: self.counterparty.as_deref(),
+            origin_country: self.origin_country.as_deref(),
+            unit_price_micros: self.unit_price_micros,
+            currency: self.currency.as_deref(),
+            note: self.note.as_deref(),
+            idempotency_key: &self.idempotency_key,
+            movement_id: &self.movement_id,
+        }
+    }
+}
+
+/// An entry with the names of the stockpile it moved.
+#[derive(Debug, Clone)]
+pub struct EntryRecord {
+    pub entry: EntryRow,
+    pub depot: String,
+    pub element: String,
+    pub form: String,
+    pub grade: String,
+}
+
+/// Filters of `GET /api/v1/ledger`.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerFilter {
+    pub depot: Option<String>,
+    pub element: Option<String>,
+    pub form: Option<String>,
+    pub kind: Option<String>,
+    pub stockpile_id: Option<i64>,
+    pub reference: Option<String>,
+    pub movement_id: Option<String>,
+    /// `occurred_at >= from`
+    pub from: Option<NaiveDateTime>,
+    /// `occurred_at < to`
+    pub to: Option<NaiveDateTime>,
+}
+
+/// One page of entries (plus one, to tell whether more follow), by sequence.
+pub fn list(
+    conn: &mut DbConn,
+    f: &LedgerFilter,
+    page: &PageRequest,
+) -> ApiResult<Vec<EntryRecord>> {
+    let mut q = le::table
+        .inner_join(stockpiles::table.inner_join(depots::table))
+        .select((
+            EntryRow::as_select(),
+            depots::code,
+            stockpiles::element,
+            stockpiles::form,
+            stockpiles::grade,
+        ))
+        .into_boxed();
+    if let Some(d) = &f.depot {
+        q = q.filter(depots::code.eq(d.clone()));
+    }
+    if let Some(e) = &f.element {
+        q = q.filter(stockpiles::element.eq(e.clone()));
+    }
+    if let Some(fm) = &f.form {
+        q = q.filter(stockpiles::form.eq(fm.clone()));
+    }
+    if let Some(k) = &f.kind {
+        q = q.filter(le::kind.eq(k.clone()));
+    }
+    if let Some(s) = f.stockpile_id {
+        q = q.filter(le::stockpile_id.eq(s));
+    }
+    if let Some(r) = &f.reference {
+        q = q.filter(le::reference.eq(r.clone()));
+    }
+    if let Some(m) = &f.movement_id {
+        q = q.filter(le::movement_id.eq(m.clone()));
+    }
+    if let Some(t) = f.from {
+        q = q.filter(le::occurred_at.ge(t));
+    }
+    if let Some(t) = f.to {
+        q = q.filter(le::occurred_at.lt(t));
+    }
+    q = match (page.order, page.after) {
+        (Order::NewestFirst, Some(a)) => q.filter(le::sequence.lt(a)).order(le::sequence.desc()),
+        (Order::NewestFirst, None) => q.order(le::sequence.desc()),
+        (Order::OldestFirst, Some(a)) => q.filter(le::sequence.gt(a)).order(le::sequence.asc()),
+        (Order::OldestFirst, None) => q.order(le::sequence.asc()),
+    };
+    let rows: Vec<(EntryRow, String, String, String, String)> =
+        q.limit(page.limit + 1).load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(entry, depot, element, form, grade)| EntryRecord {
+            entry,
+            depot,
+            element,
+            form,
+            grade,
+        })
+        .collect())
+}
+
+/// On-hand of a stockpile as of `as_of` (by `occurred_at`), with how many
+/// entries made it up and the newest of them.
+pub fn balance_as_of(
+    conn: &mut DbConn,
+    stockpile_id: i64,
+    as_of: NaiveDateTime,
+) -> ApiResult<(i64, i64, Option<i64>)> {
+    let (sum, count, last): (Option<i64>, i64, Option<i64>) = le::table
+        .filter(le::stockpile_id.eq(stockpile_id))
+        .filter(le::occurred_at.le(as_of))
+        .select((
+            sum_quantity(),
+            diesel::dsl::count(le::sequence),
+            diesel::dsl::max(le::sequence),
+        ))
+        .first(conn)?;
+    Ok((sum.unwrap_or(0), count, last))
+}
+
+/// `SUM(quantity_g)` as BIGINT on both backends (PostgreSQL's own SUM of a
+/// bigint is NUMERIC, which the shared connection type cannot read).
+pub fn sum_quantity(
+) -> diesel::expression::SqlLiteral<diesel::sql_types::Nullable<diesel::sql_types::BigInt>> {
+    diesel::dsl::sql("CAST(SUM(ledger_entries.quantity_g) AS BIGINT)")
+}

@@ -1,0 +1,187 @@
+//! `reserve`: inventory and ledger service for a strategic reserve of rare-earth
+//! elements. `main.rs` is a thin CLI over this library; tests build the same app.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod depots;
+pub mod elements;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod idempotency;
+pub mod ledger;
+pub mod periods;
+pub mod routes;
+pub mod stockpiles;
+pub mod summary;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::{dev::Server, error::InternalError, middleware, web, App, HttpRequest, HttpServer};
+
+use crate::auth::TokenKeys;
+use crate::config::Settings;
+use crate::db::{DbConn, Pool};
+use crate::error::{ApiError, ApiResult, FieldError};
+use crate::idempotency::InFlight;
+
+/// Everything a request handler needs, shared by all workers.
+pub struct AppState {
+    pub pool: Pool,
+    pub keys: TokenKeys,
+    pub settings: Settings,
+    pub in_flight: InFlight,
+    /// `"sqlite"` or `"postgres"`.
+    pub backend: &'static str,
+}
+
+impl AppState {
+    /// Runs one database use case on the blocking pool with a pooled connection.
+    /// The connection never crosses an `.await`.
+    pub async fn db<T, F>(&self, f: F) -> ApiResult<T>
+    where
+        F: FnOnce(&mut DbConn) -> ApiResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool.clone();
+        web::block(move || {
+            let mut conn = pool.get()?;
+            f(&mut conn)
+        })
+        .await?
+    }
+}
+
+impl AppState {
+    /// Runs an idempotent write (see `idempotency::run`) for `subject`'s `key`.
+    pub async fn idempotent<T, F>(
+        &self,
+        subject: String,
+        key: String,
+        request_hash: String,
+        status: actix_web::http::StatusCode,
+        write: F,
+    ) -> ApiResult<idempotency::StoredResponse>
+    where
+        F: FnOnce(&mut DbConn) -> ApiResult<T> + Send + 'static,
+        T: serde::Serialize + Send + 'static,
+    {
+        let in_flight = self.in_flight.clone();
+        self.db(move |conn| {
+            idempotency::run(
+                conn,
+                &in_flight,
+                &subject,
+                &key,
+                &request_hash,
+                status,
+                write,
+            )
+        })
+        .await
+    }
+}
+
+/// Query-string and path extraction failures as problem documents.
+fn query_error(err: actix_web::error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let message = err.to_string();
+    let message = message
+        .strip_prefix("Query deserialize error: ")
+        .unwrap_or(&message)
+        .to_string();
+    let field = message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.starts_with("unknown field") || message.starts_with("missing field"))
+        .unwrap_or("query")
+        .to_string();
+    InternalError::from_response(
+        err,
+        actix_web::ResponseError::error_response(&ApiError::Validation(vec![FieldError::new(
+            field, message,
+        )])),
+    )
+    .into()
+}
+
+fn path_error(err: actix_web::error::PathError, _req: &HttpRequest) -> actix_web::Error {
+    let response =
+        actix_web::ResponseError::error_response(&ApiError::NotFound("no such resource".into()));
+    InternalError::from_response(err, response).into()
+}
+
+/// Registers state, extractor error handlers and every route: the whole app,
+/// used by `serve` and by the tests alike.
+pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg: &mut web::ServiceConfig| {
+        cfg.app_data(state)
+            .app_data(web::QueryConfig::default().error_handler(query_error))
+            .app_data(web::PathConfig::default().error_handler(path_error));
+        routes::configure(cfg);
+    }
+}
+
+async fn not_found() -> actix_web::HttpResponse {
+    actix_web::ResponseError::error_response(&ApiError::NotFound("no such route".into()))
+}
+
+/// Starts the HTTP server on `listener`.
+pub fn run(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<Server> {
+    let workers = match state.settings.server.workers {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+        n => n,
+    };
+    let timeout = Duration::from_secs(state.settings.server.client_request_timeout_secs);
+    let server = HttpServer::new(move || {
+        App::new()
+            .configure(configure(state.clone()))
+            .default_service(web::to(not_found))
+            .wrap(middleware::from_fn(http::request_id::middleware))
+    })
+    .workers(workers)
+    .client_request_timeout(timeout)
+    .client_disconnect_timeout(Duration::from_secs(5))
+    .max_connection_rate(256)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// Opens the pool, applies migrations and builds the shared state.
+pub fn build_state(settings: Settings, keys: TokenKeys) -> anyhow::Result<web::Data<AppState>> {
+    let url = db::DatabaseUrl::parse(&settings.database.url).map_err(anyhow::Error::msg)?;
+    if let db::DatabaseUrl::Sqlite(path) = &url {
+        if let Some(dir) = std::path::Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    // Migrations first, on a dedicated connection, so a database that cannot
+    // be reached at start-up is reported plainly.
+    let mut conn = db::establish(&url)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", db::redact(&settings.database.url)))?;
+    let applied = db::run_migrations(&mut conn)?;
+    if !applied.is_empty() {
+        tracing::info!(?applied, "migrations applied");
+    }
+    drop(conn);
+    let pool = db::pool(
+        &url,
+        settings.database.pool_size,
+        Duration::from_secs(settings.database.connect_timeout_secs),
+    );
+    Ok(web::Data::new(AppState {
+        pool,
+        keys,
+        backend: url.backend(),
+        settings,
+        in_flight: InFlight::default(),
+    }))
+}

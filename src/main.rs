@@ -1,0 +1,248 @@
+//! The `reserve` command: serve the API, migrate, mint tokens, verify the ledger,
+//! seed demo data.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use reserve::auth::{parse_ttl, Role, TokenKeys};
+use reserve::config::Settings;
+use reserve::db;
+
+#[derive(Parser)]
+#[command(
+    name = "reserve",
+    version,
+    about = "Strategic reserve of rare-earth elements: inventory and ledger service"
+)]
+struct Cli {
+    /// Configuration file layered over config/default.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB (beats RESERVE_DATABASE_URL).
+    #[arg(long, global = true, value_name = "URL")]
+    database_url: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API (applies pending migrations first).
+    Serve {
+        /// HOST:PORT to listen on (beats RESERVE_BIND).
+        #[arg(long)]
+        bind: Option<String>,
+        /// Seed demo data into an empty database and print tokens; generates a
+        /// signing secret when none is configured.
+        #[arg(long)]
+        demo: bool,
+        /// Worker threads (0: one per CPU).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Seed the demo data set into an empty database.
+    SeedDemo,
+    /// Print a signed token.
+    Token {
+        /// Subject: who the token speaks for.
+        #[arg(long)]
+        sub: String,
+        /// Role (repeatable): viewer, operator, approver, auditor, admin.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Limit the token to these depots (repeatable); default: every depot.
+        #[arg(long = "depot")]
+        depots: Vec<String>,
+        /// Lifetime, e.g. 30m, 8h, 7d.
+        #[arg(long, default_value = "8h")]
+        ttl: String,
+    },
+    /// Recompute hash chains and balances from the ledger and report the first problem.
+    Verify,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let mut settings = match Settings::load(cli.config.as_deref(), &env) {
+        Ok(s) => s,
+        Err(e) => return fail(format!("{e:#}")),
+    };
+    if let Some(url) = &cli.database_url {
+        settings.database.url = url.clone();
+    }
+    if let Some(f) = &cli.log_format {
+        settings.server.log_format = f.clone();
+    }
+    if let Command::Serve { bind, workers, .. } = &cli.command {
+        if let Some(b) = bind {
+            settings.server.bind = b.clone();
+        }
+        if let Some(w) = workers {
+            settings.server.workers = *w;
+        }
+    }
+    if let Err(e) = settings.validate() {
+        return fail(format!("{e:#}"));
+    }
+    init_logging(&settings.server.log_format);
+    let result = match cli.command {
+        Command::Serve { demo, .. } => serve(settings, demo),
+        Command::Migrate => migrate(&settings),
+        Command::SeedDemo => seed(&settings).map(|_| ()),
+        Command::Token {
+            sub,
+            roles,
+            depots,
+            ttl,
+        } => token(&settings, &sub, &roles, depots, &ttl),
+        Command::Verify => verify(&settings),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("{e:#}")),
+    }
+}
+
+fn fail(message: String) -> ExitCode {
+    eprintln!("reserve: {message}");
+    ExitCode::FAILURE
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn keys(settings: &Settings) -> anyhow::Result<TokenKeys> {
+    anyhow::ensure!(
+        !settings.auth.jwt_secret.is_empty(),
+        "no JWT secret configured: set RESERVE_JWT_SECRET (at least 32 bytes), or run `serve --demo`"
+    );
+    TokenKeys::hs256(settings.auth.jwt_secret.as_bytes(), &settings.auth)
+}
+
+fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
+    if settings.auth.jwt_secret.is_empty() && demo {
+        use rand::RngCore;
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        settings.auth.jwt_secret = hex::encode(secret);
+        eprintln!(
+            "demo: generated a signing secret for this run only; tokens die with the process"
+        );
+    }
+    let keys = keys(&settings)?;
+    let bind = settings.server.bind.clone();
+    let state = reserve::build_state(settings, keys.clone())?;
+    if demo {
+        let pool = state.pool.clone();
+        let mut conn = pool.get()?;
+        match reserve::demo::seed(&mut conn)? {
+            Some(report) => eprintln!("demo: seeded {report}"),
+            None => eprintln!("demo: the database already holds depots; nothing seeded"),
+        }
+        let ttl = chrono::Duration::hours(12);
+        let admin = keys.mint("demo-admin", &[Role::Admin, Role::Auditor], None, ttl)?;
+        let operator = keys.mint("demo-operator", &[Role::Operator], None, ttl)?;
+        let viewer = keys.mint("demo-viewer", &[Role::Viewer], None, ttl)?;
+        println!("ADMIN_TOKEN={admin}");
+        println!("OPERATOR_TOKEN={operator}");
+        println!("VIEWER_TOKEN={viewer}");
+    }
+    let listener =
+        TcpListener::bind(&bind).map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
+    tracing::info!(address = %listener.local_addr()?, database = state.backend, "listening");
+    actix_web::rt::System::new().block_on(async move { reserve::run(listener, state)?.await })?;
+    Ok(())
+}
+
+fn open(settings: &Settings) -> anyhow::Result<db::DbConn> {
+    let url = db::DatabaseUrl::parse(&settings.database.url).map_err(anyhow::Error::msg)?;
+    if let db::DatabaseUrl::Sqlite(path) = &url {
+        if let Some(dir) = std::path::Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    db::establish(&url)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", db::redact(&settings.database.url)))
+}
+
+fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let mut conn = open(settings)?;
+    let applied = db::run_migrations(&mut conn)?;
+    println!("{} migration(s) applied", applied.len());
+    Ok(())
+}
+
+fn seed(settings: &Settings) -> anyhow::Result<()> {
+    let mut conn = open(settings)?;
+    db::run_migrations(&mut conn)?;
+    match reserve::demo::seed(&mut conn)? {
+        Some(report) => println!("seeded {report}"),
+        None => println!("the database already holds depots; nothing seeded"),
+    }
+    Ok(())
+}
+
+fn token(
+    settings: &Settings,
+    sub: &str,
+    roles: &[String],
+    depots: Vec<String>,
+    ttl: &str,
+) -> anyhow::Result<()> {
+    let keys = keys(settings)?;
+    let roles = roles
+        .iter()
+        .map(|r| {
+            Role::parse(r).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown role {r:?}: use viewer, operator, approver, auditor or admin"
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let depots = depots
+        .iter()
+        .map(|d| {
+            reserve::depots::model::DepotCode::parse(d)
+                .map(|c| c.into_string())
+                .map_err(|e| anyhow::anyhow!("depot {d:?} {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let ttl = parse_ttl(ttl).map_err(anyhow::Error::msg)?;
+    let scope = if depots.is_empty() {
+        None
+    } else {
+        Some(depots)
+    };
+    println!("{}", keys.mint(sub, &roles, scope, ttl)?);
+    Ok(())
+}
+
+fn verify(settings: &Settings) -> anyhow::Result<()> {
+    let mut conn = open(settings)?;
+    let report = reserve::ledger::verify::verify(&mut conn).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    anyhow::ensure!(report.ok, "the ledger did not verify");
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! Every route the service answers, in one table. The same table drives the
+//! actix configuration and the OpenAPI drift test, so neither can forget one.
+
+use actix_web::web;
+
+use crate::{depots, elements, health, ledger, periods, stockpiles, summary};
+
+macro_rules! route_table {
+    ($( $method:ident $path:literal => $handler:path ),* $(,)?) => {
+        /// `(method, path)` of every route, paths in OpenAPI/actix `{param}` form.
+        pub const ROUTES: &[(&str, &str)] = &[ $( (stringify!($method), $path) ),* ];
+
+        /// Registers every route on `cfg`.
+        pub fn configure(cfg: &mut web::ServiceConfig) {
+            $( cfg.route($path, web::$method().to($handler)); )*
+        }
+    };
+}
+
+route_table! {
+    get "/healthz" => health::healthz,
+    get "/readyz" => health::readyz,
+
+    get "/api/v1/elements" => elements::routes::list,
+    get "/api/v1/elements/{symbol}" => elements::routes::get,
+
+    post "/api/v1/depots" => depots::routes::create,
+    get "/api/v1/depots" => depots::routes::list,
+    get "/api/v1/depots/{code}" => depots::routes::get,
+    patch "/api/v1/depots/{code}" => depots::routes::update,
+    post "/api/v1/depots/{code}/suspend" => depots::routes::suspend,
+    post "/api/v1/depots/{code}/activate" => depots::routes::activate,
+    post "/api/v1/depots/{code}/close" => depots::routes::close,
+
+    get "/api/v1/stockpiles" => stockpiles::routes::list,
+    post "/api/v1/stockpiles" => stockpiles::routes::create,
+    get "/api/v1/stockpiles/{id}" => stockpiles::routes::get,
+    get "/api/v1/stockpiles/{id}/balance" => stockpiles::routes::balance,
+
+    post "/api/v1/acquisitions" => ledger::routes::acquire,
+    post "/api/v1/releases" => ledger::routes::release,
+    post "/api/v1/transfers" => ledger::routes::transfer,
+    post "/api/v1/ledger/batch" => ledger::routes::batch,
+    get "/api/v1/ledger" => ledger::routes::list,
+    get "/api/v1/ledger/verify" => ledger::routes::verify,
+
+    get "/api/v1/summary" => summary::routes::get,
+
+    post "/api/v1/period-locks" => periods::routes::create,
+    get "/api/v1/period-locks" => periods::routes::list,
+}

@@ -1,0 +1,167 @@
+//! Who may do what (invariant 9).
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use reserve::auth::Role;
+use serde_json::json;
+
+use crate::helpers::{movement, spawn_app, Backend, SECRET};
+use crate::on_both_backends;
+
+on_both_backends!(scope_and_roles_bound_writes, bad_tokens_are_refused);
+
+fn claims(exp_offset: i64, nbf_offset: i64) -> serde_json::Value {
+    let now = chrono::Utc::now().timestamp();
+    json!({"sub": "mallory", "roles": ["operator"], "exp": now + exp_offset, "iat": now, "nbf": now + nbf_offset,
+           "iss": "reserve", "aud": "reserve-api"})
+}
+
+fn sign(claims: &serde_json::Value, secret: &[u8]) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+async fn scope_and_roles_bound_writes(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_depot("NVA", "1000", "1000").await;
+    app.create_depot("TXB", "1000", "1000").await;
+    let hour = chrono::Duration::hours(1);
+    let scoped = app
+        .keys
+        .mint("sam", &[Role::Operator], Some(vec!["NVA".into()]), hour)
+        .unwrap();
+    app.post_new(
+        "/api/v1/acquisitions",
+        &scoped,
+        &movement("NVA", "Nd", "10"),
+    )
+    .await
+    .expect(201);
+    let r = app
+        .post_new(
+            "/api/v1/acquisitions",
+            &scoped,
+            &movement("TXB", "Nd", "10"),
+        )
+        .await
+        .expect(403);
+    assert!(r.body["detail"].as_str().unwrap().contains("TXB"));
+    // Lower case does not escape the scope: codes are normalised before the check.
+    app.post_new(
+        "/api/v1/acquisitions",
+        &scoped,
+        &movement("txb", "Nd", "10"),
+    )
+    .await
+    .expect(403);
+    // A transfer needs both ends in scope.
+    let t = json!({"from_depot": "NVA", "to_depot": "TXB", "element": "Nd", "form": "oxide", "grade": "99.5", "quantity_kg": "1"});
+    app.post_new("/api/v1/transfers", &scoped, &t)
+        .await
+        .expect(403);
+    // Viewers read but never write, whatever the body.
+    app.get("/api/v1/stockpiles", &app.viewer).await.expect(200);
+    app.post_new(
+        "/api/v1/acquisitions",
+        &app.viewer,
+        &movement("NVA", "Nd", "1"),
+    )
+    .await
+    .expect(403);
+    app.post_new(
+        "/api/v1/acquisitions",
+        &app.viewer,
+        &json!({"garbage": true}),
+    )
+    .await
+    .expect(403);
+    app.post_new("/api/v1/depots", &app.operator, &json!({}))
+        .await
+        .expect(403);
+    // Only auditors and admins see who posted and may verify.
+    let as_viewer = app.get("/api/v1/ledger", &app.viewer).await.expect(200);
+    assert!(as_viewer.body["items"][0]["actor"].is_null());
+    let as_auditor = app.get("/api/v1/ledger", &app.auditor).await.expect(200);
+    assert_eq!(as_auditor.body["items"][0]["actor"], "sam");
+    app.get("/api/v1/ledger/verify", &app.viewer)
+        .await
+        .expect(403);
+    // Nothing was written by the refused requests.
+    assert_eq!(app.ledger_count().await, 1);
+    app.stop().await;
+}
+
+async fn bad_tokens_are_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_depot("NV1", "1000", "1000").await;
+    let body = movement("NV1", "Nd", "1");
+    let expired = sign(&claims(-3600, -7200), SECRET.as_bytes());
+    let not_yet = sign(&claims(7200, 3600), SECRET.as_bytes());
+    let wrong_key = sign(
+        &claims(3600, 0),
+        b"another-secret-another-secret-0123456789",
+    );
+    let mut wrong_aud = claims(3600, 0);
+    wrong_aud["aud"] = json!("someone-else");
+    let wrong_aud = sign(&wrong_aud, SECRET.as_bytes());
+    let mut wrong_iss = claims(3600, 0);
+    wrong_iss["iss"] = json!("evil");
+    let wrong_iss = sign(&wrong_iss, SECRET.as_bytes());
+    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims(3600, 0).to_string());
+    let alg_none = format!("{header}.{payload}.");
+    let hs384 = encode(
+        &Header::new(Algorithm::HS384),
+        &claims(3600, 0),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    for (name, token) in [
+        ("expired", expired),
+        ("not yet valid", not_yet),
+        ("wrongly signed", wrong_key),
+        ("wrong audience", wrong_aud),
+        ("wrong issuer", wrong_iss),
+        ("alg none", alg_none),
+        ("other algorithm", hs384),
+        ("garbage", "not.a.token".to_string()),
+    ] {
+        let r = app.post_new("/api/v1/acquisitions", &token, &body).await;
+        assert_eq!(r.status.as_u16(), 401, "{name}: {}", r.text);
+        assert!(r.header("www-authenticate").is_some());
+        app.get("/api/v1/summary", &token).await.expect(401);
+    }
+    // Role names are exact: "Operator" or "ADMIN" grant nothing.
+    let mut tricky = claims(3600, 0);
+    tricky["roles"] = json!(["Operator", "ADMIN", " admin"]);
+    let tricky = sign(&tricky, SECRET.as_bytes());
+    app.post_new("/api/v1/acquisitions", &tricky, &body)
+        .await
+        .expect(403);
+    // No token at all, or a token in the query string, is not authentication.
+    let r = app
+        .client
+        .get(app.url("/api/v1/summary"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = app
+        .client
+        .get(app.url(&format!("/api/v1/summary?access_token={}", app.viewer)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    // Health and readiness need no token.
+    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(app.ledger_count().await, 0);
+    app.stop().await;
+}

@@ -1,0 +1,11 @@
+//! HTTP tests against the real app on a real database. Every database test runs
+//! twice: on a fresh SQLite file and on a fresh PostgreSQL database.
+
+mod helpers;
+
+mod auth;
+mod depots;
+mod hardening;
+mod ledger;
+mod openapi;
+mod reads;
