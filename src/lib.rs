@@ -36,6 +36,11 @@ pub struct AppState {
     pub in_flight: InFlight,
     /// `"sqlite"` or `"postgres"`.
     pub backend: &'static str,
+    /// SQLite admits one writer at a time; queueing writers here, in arrival
+    /// order, replaces SQLite's busy-wait back-off, whose sleeps gave a few
+    /// unlucky requests second-long latencies under load. `None` on PostgreSQL,
+    /// whose row locks queue writers themselves.
+    pub write_gate: Option<std::sync::Arc<std::sync::Mutex<()>>>,
 }
 
 impl AppState {
@@ -181,6 +186,7 @@ pub fn build_state(settings: Settings, keys: TokenKeys) -> anyhow::Result<web::D
         pool,
         keys,
         backend: url.backend(),
+        write_gate: matches!(url, db::DatabaseUrl::Sqlite(_)).then(Default::default),
         settings,
         in_flight: InFlight::default(),
     }))

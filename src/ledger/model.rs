@@ -88,6 +88,38 @@ pub struct Leg {
     pub field_prefix: String,
 }
 
+/// Invariant 3, checked where every posting passes: each `transfer_out` is
+/// followed at once by its `transfer_in` of the same element, form and grade at
+/// another depot, for the same quantity; and no `transfer_in` stands alone.
+/// Returns the prefix of the first offending leg.
+pub fn check_transfer_pairs(legs: &[Leg]) -> Result<(), String> {
+    let mut i = 0;
+    while i < legs.len() {
+        let leg = &legs[i];
+        match leg.kind {
+            EntryKind::TransferOut => {
+                let Some(into) = legs.get(i + 1).filter(|l| l.kind == EntryKind::TransferIn) else {
+                    return Err(leg.field_prefix.clone());
+                };
+                let same_material = into.key.element == leg.key.element
+                    && into.key.form == leg.key.form
+                    && into.key.grade == leg.key.grade;
+                if !same_material
+                    || into.key.depot == leg.key.depot
+                    || into.quantity.0 != -leg.quantity.0
+                    || leg.quantity.0 >= 0
+                {
+                    return Err(leg.field_prefix.clone());
+                }
+                i += 2;
+            }
+            EntryKind::TransferIn => return Err(leg.field_prefix.clone()),
+            _ => i += 1,
+        }
+    }
+    Ok(())
+}
+
 /// Balances after each delta, starting from `start`.
 pub fn running_balances(start: i64, deltas: &[i64]) -> Vec<i64> {
     deltas
@@ -141,6 +173,46 @@ mod tests {
             .and_hms_opt(h, 0, 0)
             .unwrap()
             .and_utc()
+    }
+
+    fn transfer_leg(depot: &str, kind: EntryKind, grams: i64) -> Leg {
+        Leg {
+            key: StockpileKey {
+                depot: DepotCode::parse(depot).unwrap(),
+                element: ElementSymbol::parse("Nd").unwrap(),
+                form: Form::Oxide,
+                grade: Grade::parse("99.5").unwrap(),
+            },
+            kind,
+            quantity: Grams(grams),
+            occurred_at: at(1),
+            details: EntryDetails::default(),
+            field_prefix: String::new(),
+        }
+    }
+
+    #[test]
+    fn transfers_come_in_matching_pairs() {
+        let out = transfer_leg("NV1", EntryKind::TransferOut, -5);
+        let into = transfer_leg("TX2", EntryKind::TransferIn, 5);
+        assert!(check_transfer_pairs(&[out.clone(), into.clone()]).is_ok());
+        assert!(
+            check_transfer_pairs(std::slice::from_ref(&out)).is_err(),
+            "half a transfer"
+        );
+        assert!(
+            check_transfer_pairs(std::slice::from_ref(&into)).is_err(),
+            "an arrival from nowhere"
+        );
+        assert!(
+            check_transfer_pairs(&[out.clone(), transfer_leg("NV1", EntryKind::TransferIn, 5)])
+                .is_err(),
+            "same depot"
+        );
+        assert!(
+            check_transfer_pairs(&[out, transfer_leg("TX2", EntryKind::TransferIn, 4)]).is_err(),
+            "quantity changed on the way"
+        );
     }
 
     #[test]

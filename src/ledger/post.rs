@@ -49,6 +49,12 @@ pub fn post(
     if legs.is_empty() {
         return Err(ApiError::field("entries", "nothing to post"));
     }
+    if let Err(prefix) = super::model::check_transfer_pairs(&legs) {
+        return Err(ApiError::field(
+            format!("{prefix}to_depot"),
+            "a transfer moves one quantity of one element, form and grade from one depot to another",
+        ));
+    }
     check_times(conn, settings, &legs, now)?;
     let depots = load_depots(conn, &legs)?;
     let stockpile_ids = resolve_stockpiles(conn, &legs, &depots, now)?;

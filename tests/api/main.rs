@@ -8,4 +8,5 @@ mod depots;
 mod hardening;
 mod ledger;
 mod openapi;
+mod properties;
 mod reads;
