@@ -68,38 +68,9 @@ impl Settings {
                 .with_context(|| format!("{} is not valid TOML", path.display()))?;
             merge(&mut merged, overlay);
         }
-        let mut settings: Settings = merged.try_into().context("invalid configuration")?;
-        settings.apply_env(env)?;
+        apply_env(&mut merged, env)?;
+        let settings: Settings = merged.try_into().context("invalid configuration")?;
         Ok(settings)
-    }
-
-    /// Environment variables: RESERVE_DATABASE_URL, RESERVE_BIND and
-    /// RESERVE_JWT_SECRET always; any other setting as RESERVE_SECTION__KEY.
-    fn apply_env(&mut self, env: &[(String, String)]) -> anyhow::Result<()> {
-        for (name, value) in env {
-            let Some(key) = name.strip_prefix("RESERVE_") else {
-                continue;
-            };
-            let key = key.to_ascii_lowercase();
-            let parse_err = || format!("environment variable {name} has an invalid value");
-            match key.as_str() {
-                "database_url" | "database__url" => self.database.url = value.clone(),
-                "bind" | "server__bind" => self.server.bind = value.clone(),
-                "jwt_secret" | "auth__jwt_secret" => self.auth.jwt_secret = value.clone(),
-                "log_format" | "server__log_format" => self.server.log_format = value.clone(),
-                "server__workers" => self.server.workers = value.parse().with_context(parse_err)?,
-                "server__max_body_bytes" => {
-                    self.server.max_body_bytes = value.parse().with_context(parse_err)?
-                }
-                "database__pool_size" => {
-                    self.database.pool_size = value.parse().with_context(parse_err)?
-                }
-                "auth__issuer" => self.auth.issuer = value.clone(),
-                "auth__audience" => self.auth.audience = value.clone(),
-                _ => {}
-            }
-        }
-        Ok(())
     }
 
     /// Checks what serde cannot: values that parse but make no sense.
@@ -119,6 +90,54 @@ impl Settings {
         );
         Ok(())
     }
+}
+
+/// Short names that are always honoured, beside the general
+/// `RESERVE_SECTION__KEY` form.
+const ALIASES: [(&str, &str, &str); 4] = [
+    ("RESERVE_DATABASE_URL", "database", "url"),
+    ("RESERVE_BIND", "server", "bind"),
+    ("RESERVE_JWT_SECRET", "auth", "jwt_secret"),
+    ("RESERVE_LOG_FORMAT", "server", "log_format"),
+];
+
+/// Applies `RESERVE_SECTION__KEY=value` (and the aliases) over the file layers.
+/// The value is read as the type the setting already has; a misspelt setting
+/// is refused, as it is in a file.
+fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> anyhow::Result<()> {
+    for (name, value) in env {
+        let (section, key) = match ALIASES.iter().find(|(alias, _, _)| alias == name) {
+            Some((_, section, key)) => (section.to_string(), key.to_string()),
+            None => match name
+                .strip_prefix("RESERVE_")
+                .and_then(|k| k.split_once("__"))
+            {
+                Some((section, key)) => (section.to_ascii_lowercase(), key.to_ascii_lowercase()),
+                None => continue,
+            },
+        };
+        let slot = table
+            .get_mut(&section)
+            .and_then(|s| s.as_table_mut())
+            .and_then(|s| s.get_mut(&key))
+            .ok_or_else(|| {
+                anyhow::anyhow!("environment variable {name} names no setting ([{section}] {key})")
+            })?;
+        *slot = match slot {
+            toml::Value::Integer(_) => {
+                toml::Value::Integer(value.parse().with_context(|| {
+                    format!("environment variable {name} must be a whole number")
+                })?)
+            }
+            toml::Value::Boolean(_) => {
+                toml::Value::Boolean(value.parse().with_context(|| {
+                    format!("environment variable {name} must be true or false")
+                })?)
+            }
+            _ => toml::Value::String(value.clone()),
+        };
+    }
+    Ok(())
 }
 
 /// Deep-merges `overlay` into `base`: tables merge key by key, values replace.
@@ -154,6 +173,28 @@ mod tests {
         assert_eq!(s.server.workers, 3, "the file beats the defaults");
         assert_eq!(s.database.pool_size, 3);
         assert_eq!(s.database.url, "sqlite://data/reserve.db");
+    }
+
+    #[test]
+    fn every_setting_has_an_environment_name() {
+        let env = vec![
+            (
+                "RESERVE_LEDGER__MAX_FUTURE_SKEW_SECS".to_string(),
+                "5".to_string(),
+            ),
+            ("RESERVE_AUTH__LEEWAY_SECS".to_string(), "7".to_string()),
+            (
+                "RESERVE_UNRELATED".to_string(),
+                "ignored: not of the SECTION__KEY form".to_string(),
+            ),
+        ];
+        let s = Settings::load(None, &env).unwrap();
+        assert_eq!(s.ledger.max_future_skew_secs, 5);
+        assert_eq!(s.auth.leeway_secs, 7);
+        let typo = vec![("RESERVE_SERVER__BNID".to_string(), "x".to_string())];
+        assert!(Settings::load(None, &typo).is_err());
+        let bad = vec![("RESERVE_SERVER__WORKERS".to_string(), "many".to_string())];
+        assert!(Settings::load(None, &bad).is_err());
     }
 
     #[test]

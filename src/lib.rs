@@ -160,18 +160,9 @@ pub fn run(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result
 /// Opens the pool, applies migrations and builds the shared state.
 pub fn build_state(settings: Settings, keys: TokenKeys) -> anyhow::Result<web::Data<AppState>> {
     let url = db::DatabaseUrl::parse(&settings.database.url).map_err(anyhow::Error::msg)?;
-    if let db::DatabaseUrl::Sqlite(path) = &url {
-        if let Some(dir) = std::path::Path::new(path)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir)?;
-        }
-    }
     // Migrations first, on a dedicated connection, so a database that cannot
     // be reached at start-up is reported plainly.
-    let mut conn = db::establish(&url)
-        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", db::redact(&settings.database.url)))?;
+    let mut conn = db::open(&url)?;
     let applied = db::run_migrations(&mut conn)?;
     if !applied.is_empty() {
         tracing::info!(?applied, "migrations applied");

@@ -173,17 +173,7 @@ fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
 }
 
 fn open(settings: &Settings) -> anyhow::Result<db::DbConn> {
-    let url = db::DatabaseUrl::parse(&settings.database.url).map_err(anyhow::Error::msg)?;
-    if let db::DatabaseUrl::Sqlite(path) = &url {
-        if let Some(dir) = std::path::Path::new(path)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir)?;
-        }
-    }
-    db::establish(&url)
-        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", db::redact(&settings.database.url)))
+    db::open(&db::DatabaseUrl::parse(&settings.database.url).map_err(anyhow::Error::msg)?)
 }
 
 fn migrate(settings: &Settings) -> anyhow::Result<()> {

@@ -107,6 +107,25 @@ pub fn establish(url: &DatabaseUrl) -> Result<DbConn, r2d2::Error> {
     }
 }
 
+/// Opens one connection outside the pool (migrations, CLI commands), creating
+/// a SQLite file's directory when missing; errors name the database without
+/// its password.
+pub fn open(url: &DatabaseUrl) -> anyhow::Result<DbConn> {
+    let shown = match url {
+        DatabaseUrl::Sqlite(path) => {
+            if let Some(dir) = std::path::Path::new(path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir)?;
+            }
+            format!("sqlite://{path}")
+        }
+        DatabaseUrl::Postgres(u) => redact(u),
+    };
+    establish(url).map_err(|e| anyhow::anyhow!("cannot open {shown}: {e}"))
+}
+
 impl ManageConnection for DbConnManager {
     type Connection = DbConn;
     type Error = r2d2::Error;

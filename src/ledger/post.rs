@@ -61,8 +61,8 @@ pub fn post(
     let leg_stockpiles: Vec<i64> = legs.iter().map(|l| stockpile_ids[&l.key]).collect();
 
     lock_depots(conn, &legs, &depots, &stockpile_ids)?;
-    check_drawdown(conn, &legs, &depots)?;
     let stockpile_heads = lock_stockpiles(conn, &legs, &leg_stockpiles)?;
+    check_drawdown(conn, &legs, &depots)?;
     check_history(conn, &legs, &leg_stockpiles, &stockpile_heads)?;
 
     // Last lock of the transaction: the global sequence.

@@ -27,7 +27,10 @@ pub struct VerifyReport {
     pub ok: bool,
     pub entries_checked: i64,
     pub stockpiles_checked: i64,
+    /// The newest sequence the ledger head says was posted.
     pub last_sequence: i64,
+    /// The newest sequence up to which everything checked out.
+    pub verified_through: i64,
     pub first_problem: Option<Finding>,
 }
 
@@ -40,7 +43,13 @@ struct Running {
 
 const PAGE: i64 = 5_000;
 
+/// Verifies one consistent snapshot of the whole ledger, so writers running
+/// meanwhile cannot produce false alarms.
 pub fn verify(conn: &mut DbConn) -> ApiResult<VerifyReport> {
+    crate::db::read_transaction(conn, verify_snapshot)
+}
+
+fn verify_snapshot(conn: &mut DbConn) -> ApiResult<VerifyReport> {
     let mut running: BTreeMap<i64, Running> = BTreeMap::new();
     let mut expected_sequence = 1i64;
     let mut checked = 0i64;
@@ -109,6 +118,7 @@ pub fn verify(conn: &mut DbConn) -> ApiResult<VerifyReport> {
             r.count += 1;
         }
     }
+    let verified_through = expected_sequence - 1 - i64::from(first_problem.is_some());
     let last_sequence = expected_sequence - 1;
     let stockpile_rows: Vec<(i64, i64, i64, i64, String, i64)> = stockpiles::table
         .select((
@@ -120,18 +130,18 @@ pub fn verify(conn: &mut DbConn) -> ApiResult<VerifyReport> {
             stockpiles::entry_count,
         ))
         .load(conn)?;
-    if first_problem.is_none() {
-        let head: i64 = ledger_head::table
-            .select(ledger_head::last_sequence)
-            .first(conn)?;
-        if head != last_sequence {
-            first_problem = Some(Finding {
-                sequence: Some(head),
-                stockpile_id: None,
-                depot_id: None,
-                problem: format!("the ledger head says {head} entries were posted but {last_sequence} are present"),
-            });
-        }
+    let head: i64 = ledger_head::table
+        .select(ledger_head::last_sequence)
+        .first(conn)?;
+    if first_problem.is_none() && head != last_sequence {
+        first_problem = Some(Finding {
+            sequence: Some(head),
+            stockpile_id: None,
+            depot_id: None,
+            problem: format!(
+                "the ledger head says {head} entries were posted but {last_sequence} are present"
+            ),
+        });
     }
     let mut depot_sums: BTreeMap<i64, i64> = BTreeMap::new();
     for (id, depot_id, on_hand, reserved, head_hash, count) in &stockpile_rows {
@@ -211,7 +221,8 @@ pub fn verify(conn: &mut DbConn) -> ApiResult<VerifyReport> {
         ok: first_problem.is_none(),
         entries_checked: checked,
         stockpiles_checked: stockpile_rows.len() as i64,
-        last_sequence,
+        last_sequence: head,
+        verified_through,
         first_problem,
     })
 }
