@@ -130,6 +130,7 @@ fn seed_all(conn: &mut DbConn) -> ApiResult<String> {
                     kind: EntryKind::Acquisition,
                     quantity: Grams(grams),
                     occurred_at: when,
+                    occurred_at_given: true,
                     details: EntryDetails {
                         reference: Some(format!("CTR-{}-{:03}", symbol.to_uppercase(), week)),
                         counterparty: Some("Allied Rare Earths Ltd".into()),
@@ -152,6 +153,7 @@ fn seed_all(conn: &mut DbConn) -> ApiResult<String> {
                         kind: EntryKind::Release,
                         quantity: Grams(-grams),
                         occurred_at: when,
+                        occurred_at_given: true,
                         details: EntryDetails {
                             reference: Some(format!("REL-{}-{:03}", symbol.to_uppercase(), week)),
                             counterparty: Some("Defense Logistics Agency".into()),
@@ -184,6 +186,7 @@ fn seed_all(conn: &mut DbConn) -> ApiResult<String> {
                             kind: EntryKind::TransferOut,
                             quantity: Grams(-grams),
                             occurred_at: when,
+                            occurred_at_given: true,
                             details: details.clone(),
                             field_prefix: String::new(),
                         },
@@ -192,6 +195,7 @@ fn seed_all(conn: &mut DbConn) -> ApiResult<String> {
                             kind: EntryKind::TransferIn,
                             quantity: Grams(grams),
                             occurred_at: when,
+                            occurred_at_given: true,
                             details,
                             field_prefix: String::new(),
                         },

@@ -210,6 +210,7 @@ fn movement_leg(
     let key = c.key("depot", &r.depot, &r.element, &r.form, &r.grade);
     let quantity = c.quantity(&r.quantity_kg);
     let occurred_at = c.occurred_at(&r.occurred_at, now);
+    let occurred_at_given = r.occurred_at.is_some();
     let details = c.details(
         &r.reference,
         &r.counterparty,
@@ -224,6 +225,7 @@ fn movement_leg(
         kind,
         quantity: Grams(sign * quantity?.0),
         occurred_at,
+        occurred_at_given,
         details,
         field_prefix: c.prefix.to_string(),
     })
@@ -234,6 +236,7 @@ fn transfer_legs(c: &mut Check<'_>, r: &TransferRequest, now: DateTime<Utc>) -> 
     let to = c.parse("to_depot", DepotCode::parse(&r.to_depot));
     let quantity = c.quantity(&r.quantity_kg);
     let occurred_at = c.occurred_at(&r.occurred_at, now);
+    let occurred_at_given = r.occurred_at.is_some();
     let details = c.details(&r.reference, &None, &None, &None, &None, &r.note);
     let (from, to, quantity) = (from?, to?, quantity?);
     if from.depot == to {
@@ -251,6 +254,7 @@ fn transfer_legs(c: &mut Check<'_>, r: &TransferRequest, now: DateTime<Utc>) -> 
             kind: EntryKind::TransferOut,
             quantity: Grams(-quantity.0),
             occurred_at,
+            occurred_at_given,
             details: details.clone(),
             field_prefix: prefix.clone(),
         },
@@ -259,6 +263,7 @@ fn transfer_legs(c: &mut Check<'_>, r: &TransferRequest, now: DateTime<Utc>) -> 
             kind: EntryKind::TransferIn,
             quantity,
             occurred_at,
+            occurred_at_given,
             details,
             field_prefix: prefix,
         },

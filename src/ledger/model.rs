@@ -82,6 +82,10 @@ pub struct Leg {
     /// Signed: negative for outflows.
     pub quantity: Grams,
     pub occurred_at: DateTime<Utc>,
+    /// Whether the client said when the movement happened. When it did not,
+    /// `post` dates the leg at the instant it is posted, under the stockpile's
+    /// lock, so entries dated "now" stay in commit order on every stockpile.
+    pub occurred_at_given: bool,
     pub details: EntryDetails,
     /// Prefix of this leg's fields in the request (`""`, `"entries[3]."`), so a
     /// refusal can name the field that caused it.
@@ -186,6 +190,7 @@ mod tests {
             kind,
             quantity: Grams(grams),
             occurred_at: at(1),
+            occurred_at_given: true,
             details: EntryDetails::default(),
             field_prefix: String::new(),
         }

@@ -45,7 +45,7 @@ pub fn post(
     posting: Posting<'_>,
 ) -> ApiResult<Vec<EntryRecord>> {
     let now = types::now();
-    let legs = posting.legs;
+    let mut legs = posting.legs;
     if legs.is_empty() {
         return Err(ApiError::field("entries", "nothing to post"));
     }
@@ -62,6 +62,7 @@ pub fn post(
 
     lock_depots(conn, &legs, &depots, &stockpile_ids)?;
     let stockpile_heads = lock_stockpiles(conn, &legs, &leg_stockpiles)?;
+    date_undated_legs(conn, &mut legs, &leg_stockpiles)?;
     check_drawdown(conn, &legs, &depots)?;
     check_history(conn, &legs, &leg_stockpiles, &stockpile_heads)?;
 
@@ -511,6 +512,28 @@ fn lock_stockpiles(
         );
     }
     Ok(locked)
+}
+
+/// Legs the client did not date happen "now": the instant they are posted, read
+/// while the stockpiles are locked, and never earlier than the newest entry of
+/// any stockpile they touch (clocks of different replicas may disagree by a
+/// little). All undated legs of one posting share that instant.
+fn date_undated_legs(conn: &mut DbConn, legs: &mut [Leg], leg_stockpiles: &[i64]) -> ApiResult<()> {
+    if legs.iter().all(|l| l.occurred_at_given) {
+        return Ok(());
+    }
+    let touched: BTreeSet<i64> = leg_stockpiles.iter().copied().collect();
+    let newest: Option<chrono::NaiveDateTime> = le::table
+        .filter(le::stockpile_id.eq_any(touched))
+        .select(diesel::dsl::max(le::occurred_at))
+        .first(conn)?;
+    let instant = newest
+        .map(types::from_db)
+        .map_or(types::now(), |n| n.max(types::now()));
+    for leg in legs.iter_mut().filter(|l| !l.occurred_at_given) {
+        leg.occurred_at = instant;
+    }
+    Ok(())
 }
 
 /// A backdated outflow must not make any past as-of balance negative: 10 kg

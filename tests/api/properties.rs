@@ -79,6 +79,7 @@ fn leg(depot: usize, element: usize, kind: EntryKind, grams: i64) -> Leg {
         kind,
         quantity: Grams(grams),
         occurred_at: reserve::db::types::now(),
+        occurred_at_given: false,
         details: EntryDetails::default(),
         field_prefix: String::new(),
     }

@@ -1,0 +1,13 @@
+//! Reliability under load: conservation of material with many concurrent
+//! clients (bank test), across several replicas, and while the server is
+//! killed with SIGKILL and restarted (crash test). The servers are real
+//! `reserve serve` processes; clients retry with the same Idempotency-Key.
+//!
+//! RESERVE_BANK_SECONDS sets how long each load runs (default 30).
+
+#[path = "../api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+mod bank;
+mod cluster;
