@@ -323,7 +323,7 @@ async fn bank(backend: Backend, replicas: usize, kills: usize) {
         }
         cursor = page["next_cursor"].as_str().unwrap().to_string();
     }
-    let opening = DEPOTS.len() * (ELEMENTS.len() + 0);
+    let opening = DEPOTS.len() * ELEMENTS.len();
     let acknowledged: BTreeSet<&String> = total.acknowledged.keys().collect();
     let lost: Vec<_> = total
         .acknowledged

@@ -6,7 +6,6 @@
 //! RESERVE_BANK_SECONDS sets how long each load runs (default 30).
 
 #[path = "../api/helpers.rs"]
-#[allow(dead_code)]
 mod helpers;
 
 mod bank;
