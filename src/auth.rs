@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::future::{ready, Ready};
 
-use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
+use actix_web::{dev::Payload, http::header, web, FromRequest, HttpMessage, HttpRequest};
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -63,10 +63,17 @@ pub struct Claims {
 }
 
 /// Signing and verification keys with the pinned validation rules.
+///
+/// Keys rotate by `kid`: tokens are signed with the current key and carry its
+/// `kid`; verification accepts the current key and any retired key still
+/// listed in `auth.previous_keys`. Dropping a retired key from that list
+/// revokes every token it signed.
 #[derive(Clone)]
 pub struct TokenKeys {
+    kid: String,
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    /// `kid` → verification key; the current key is among them.
+    decoding: std::collections::BTreeMap<String, DecodingKey>,
     validation: Validation,
     issuer: String,
     audience: String,
@@ -76,11 +83,34 @@ pub struct TokenKeys {
 /// as the hash output.
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// Parses `auth.previous_keys`: `kid=secret` pairs separated by commas.
+fn parse_previous_keys(spec: &str) -> anyhow::Result<Vec<(String, String)>> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (kid, secret) = pair
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("auth.previous_keys: expected kid=secret, got {:?}", pair.split('=').next().unwrap_or("")))?;
+            anyhow::ensure!(!kid.trim().is_empty(), "auth.previous_keys: a key has an empty kid");
+            anyhow::ensure!(
+                secret.len() >= MIN_SECRET_BYTES,
+                "auth.previous_keys: the secret of kid {kid:?} must be at least {MIN_SECRET_BYTES} bytes"
+            );
+            Ok((kid.trim().to_string(), secret.to_string()))
+        })
+        .collect()
+}
+
 impl TokenKeys {
     pub fn hs256(secret: &[u8], settings: &AuthSettings) -> anyhow::Result<TokenKeys> {
         anyhow::ensure!(
             secret.len() >= MIN_SECRET_BYTES,
             "the JWT secret must be at least {MIN_SECRET_BYTES} bytes"
+        );
+        anyhow::ensure!(
+            !settings.jwt_kid.trim().is_empty(),
+            "auth.jwt_kid must not be empty"
         );
         // Idempotent; explicit so that no other crate's feature choice can leave
         // jsonwebtoken without a provider.
@@ -94,9 +124,15 @@ impl TokenKeys {
         validation.leeway = settings.leeway_secs;
         validation.validate_nbf = true;
         validation.validate_exp = true;
+        let mut decoding = std::collections::BTreeMap::new();
+        for (kid, old) in parse_previous_keys(&settings.previous_keys)? {
+            decoding.insert(kid, DecodingKey::from_secret(old.as_bytes()));
+        }
+        decoding.insert(settings.jwt_kid.clone(), DecodingKey::from_secret(secret));
         Ok(TokenKeys {
+            kid: settings.jwt_kid.clone(),
             encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+            decoding,
             validation,
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
@@ -122,16 +158,23 @@ impl TokenKeys {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
         };
-        Ok(encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &self.encoding,
-        )?)
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.kid.clone());
+        Ok(encode(&header, &claims, &self.encoding)?)
     }
 
     /// Verifies signature, algorithm, issuer, audience and time window.
     pub fn verify(&self, token: &str) -> Result<AuthUser, ApiError> {
-        let data = decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| ApiError::Unauthorized("the token is malformed".into()))?;
+        // A token without `kid` can only be checked against the current key.
+        let kid = header.kid.as_deref().unwrap_or(&self.kid);
+        let key = self.decoding.get(kid).ok_or_else(|| {
+            ApiError::Unauthorized(
+                "the token was signed with a key that is no longer accepted".into(),
+            )
+        })?;
+        let data = decode::<Claims>(token, key, &self.validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             let why = match e.kind() {
                 K::ExpiredSignature => "the token has expired",
@@ -267,7 +310,12 @@ fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .ok_or_else(|| ApiError::Unauthorized("the Authorization scheme must be Bearer".into()))?;
-    state.keys.verify(token.trim())
+    let user = state.keys.verify(token.trim())?;
+    // A subject that keeps asking for what it may not do is slowed down too.
+    state.throttle.check_subject(&user.subject)?;
+    req.extensions_mut()
+        .insert(crate::http::throttle::Subject(user.subject.clone()));
+    Ok(user)
 }
 
 /// Parses `30m`, `8h`, `7d`, `3600s` (or bare seconds) into a duration.
@@ -300,6 +348,9 @@ mod tests {
     fn settings() -> AuthSettings {
         AuthSettings {
             jwt_secret: String::new(),
+            jwt_kid: "k1".into(),
+            previous_keys: String::new(),
+            max_failures_per_minute: 30,
             issuer: "reserve".into(),
             audience: "reserve-api".into(),
             leeway_secs: 0,
@@ -322,6 +373,36 @@ mod tests {
         assert!(user.has(Role::Operator) && !user.has(Role::Admin));
         assert!(user.require_depot("NV1").is_ok());
         assert!(user.require_depot("TX2").is_err());
+    }
+
+    #[test]
+    fn rotated_keys_verify_until_retired() {
+        let old = TokenKeys::hs256(&[1u8; 32], &settings()).unwrap();
+        let token = old
+            .mint("alice", &[Role::Viewer], None, chrono::Duration::hours(1))
+            .unwrap();
+        let mut rotated = settings();
+        rotated.jwt_kid = "k2".into();
+        rotated.previous_keys = format!("k1={}", String::from_utf8(vec![1u8; 32]).unwrap());
+        let during = TokenKeys::hs256(&[2u8; 32], &rotated).unwrap();
+        assert!(
+            during.verify(&token).is_ok(),
+            "a retired key still listed verifies"
+        );
+        rotated.previous_keys = String::new();
+        let after = TokenKeys::hs256(&[2u8; 32], &rotated).unwrap();
+        assert!(
+            matches!(after.verify(&token), Err(ApiError::Unauthorized(_))),
+            "dropping the key revokes its tokens"
+        );
+        let fresh = after
+            .mint("alice", &[Role::Viewer], None, chrono::Duration::hours(1))
+            .unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(&fresh).unwrap().kid.as_deref(),
+            Some("k2")
+        );
+        assert!(parse_previous_keys("k0=short").is_err());
     }
 
     #[test]

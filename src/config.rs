@@ -40,6 +40,13 @@ pub struct DatabaseSettings {
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     pub jwt_secret: String,
+    /// `kid` of `jwt_secret`, written into every token minted.
+    pub jwt_kid: String,
+    /// Retired keys still accepted for verification: `kid=secret,kid=secret`.
+    pub previous_keys: String,
+    /// Failed authentications per client IP (401) or per subject (403) in one
+    /// minute before further requests from it get 429.
+    pub max_failures_per_minute: u32,
     pub issuer: String,
     pub audience: String,
     pub leeway_secs: u64,

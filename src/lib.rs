@@ -41,6 +41,8 @@ pub struct AppState {
     /// unlucky requests second-long latencies under load. `None` on PostgreSQL,
     /// whose row locks queue writers themselves.
     pub write_gate: Option<std::sync::Arc<std::sync::Mutex<()>>>,
+    /// Counts failed authentications, to answer guessers with 429.
+    pub throttle: http::throttle::FailureThrottle,
 }
 
 impl AppState {
@@ -146,6 +148,7 @@ pub fn run(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result
         App::new()
             .configure(configure(state.clone()))
             .default_service(web::to(not_found))
+            .wrap(middleware::from_fn(http::throttle::middleware))
             .wrap(middleware::from_fn(http::request_id::middleware))
     })
     .workers(workers)
@@ -178,6 +181,7 @@ pub fn build_state(settings: Settings, keys: TokenKeys) -> anyhow::Result<web::D
         keys,
         backend: url.backend(),
         write_gate: matches!(url, db::DatabaseUrl::Sqlite(_)).then(Default::default),
+        throttle: http::throttle::FailureThrottle::new(settings.auth.max_failures_per_minute),
         settings,
         in_flight: InFlight::default(),
     }))

@@ -5,6 +5,7 @@ pub mod csv;
 pub mod json;
 pub mod pagination;
 pub mod request_id;
+pub mod throttle;
 
 use actix_web::{dev::Payload, FromRequest, HttpRequest};
 use std::future::{ready, Ready};

@@ -8,7 +8,12 @@ use serde_json::json;
 use crate::helpers::{movement, spawn_app, Backend, SECRET};
 use crate::on_both_backends;
 
-on_both_backends!(scope_and_roles_bound_writes, bad_tokens_are_refused);
+on_both_backends!(
+    scope_and_roles_bound_writes,
+    bad_tokens_are_refused,
+    guessing_is_throttled,
+    rotated_out_keys_are_refused
+);
 
 fn claims(exp_offset: i64, nbf_offset: i64) -> serde_json::Value {
     let now = chrono::Utc::now().timestamp();
@@ -114,6 +119,13 @@ async fn bad_tokens_are_refused(backend: Backend) {
     let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
     let payload = URL_SAFE_NO_PAD.encode(claims(3600, 0).to_string());
     let alg_none = format!("{header}.{payload}.");
+    // An RS256 token (say, an HS256 token "signed" with a public key and
+    // relabelled): the algorithm is pinned, so it is refused unread.
+    let rs_header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"JWT","kid":"k1"}"#);
+    let rs256 = format!(
+        "{rs_header}.{payload}.{}",
+        URL_SAFE_NO_PAD.encode([7u8; 256])
+    );
     let hs384 = encode(
         &Header::new(Algorithm::HS384),
         &claims(3600, 0),
@@ -127,6 +139,7 @@ async fn bad_tokens_are_refused(backend: Backend) {
         ("wrong audience", wrong_aud),
         ("wrong issuer", wrong_iss),
         ("alg none", alg_none),
+        ("RS256", rs256),
         ("other algorithm", hs384),
         ("garbage", "not.a.token".to_string()),
     ] {
@@ -164,4 +177,59 @@ async fn bad_tokens_are_refused(backend: Backend) {
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(app.ledger_count().await, 0);
     app.stop().await;
+}
+
+async fn guessing_is_throttled(backend: Backend) {
+    let app = crate::helpers::spawn_app_with(backend, |s| s.auth.max_failures_per_minute = 5).await;
+    for _ in 0..5 {
+        app.get("/api/v1/summary", "not.a.token").await.expect(401);
+    }
+    // The address is now refused, even with a good token, for the rest of the minute.
+    let r = app.get("/api/v1/summary", &app.viewer).await.expect(429);
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    app.stop().await;
+
+    // Forbidden attempts count per verified subject.
+    let app = crate::helpers::spawn_app_with(backend, |s| s.auth.max_failures_per_minute = 3).await;
+    for _ in 0..3 {
+        app.post_new(
+            "/api/v1/acquisitions",
+            &app.viewer,
+            &movement("NV1", "Nd", "1"),
+        )
+        .await
+        .expect(403);
+    }
+    app.get("/api/v1/summary", &app.viewer).await.expect(429);
+    app.get("/api/v1/summary", &app.auditor).await.expect(200);
+    app.stop().await;
+}
+
+async fn rotated_out_keys_are_refused(backend: Backend) {
+    // A token minted before a rotation...
+    let before = crate::helpers::spawn_app(backend).await;
+    let old_token = before.viewer.clone();
+    before.stop().await;
+    // ...is accepted while its key is still listed as a previous key...
+    let during = crate::helpers::spawn_app_with(backend, |s| {
+        s.auth.jwt_secret = "a-brand-new-secret-a-brand-new-secret-0001".into();
+        s.auth.jwt_kid = "k2".into();
+        s.auth.previous_keys = format!("k1={SECRET}");
+    })
+    .await;
+    during.get("/api/v1/summary", &old_token).await.expect(200);
+    during.stop().await;
+    // ...and refused once it is not.
+    let after = crate::helpers::spawn_app_with(backend, |s| {
+        s.auth.jwt_secret = "a-brand-new-secret-a-brand-new-secret-0001".into();
+        s.auth.jwt_kid = "k2".into();
+    })
+    .await;
+    let r = after.get("/api/v1/summary", &old_token).await.expect(401);
+    assert!(r.body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("no longer accepted"));
+    after.stop().await;
 }

@@ -154,7 +154,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
     let db = TestDb::new(backend);
     let mut settings = test_settings(db.url());
     adjust(&mut settings);
-    let keys = TokenKeys::hs256(SECRET.as_bytes(), &settings.auth).expect("keys");
+    let keys = TokenKeys::hs256(settings.auth.jwt_secret.as_bytes(), &settings.auth).expect("keys");
     let state = reserve::build_state(settings, keys.clone()).expect("app state");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
