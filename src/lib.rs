@@ -43,6 +43,7 @@ pub struct AppState {
     pub write_gate: Option<std::sync::Arc<std::sync::Mutex<()>>>,
     /// Counts failed authentications, to answer guessers with 429.
     pub throttle: http::throttle::FailureThrottle,
+    pub outage: Outage,
 }
 
 impl AppState {
@@ -53,12 +54,40 @@ impl AppState {
         F: FnOnce(&mut DbConn) -> ApiResult<T> + Send + 'static,
         T: Send + 'static,
     {
+        // While the database is known to be unreachable, answer 503 at once
+        // instead of making every request wait out the pool's timeout.
+        if self.outage.is_open() {
+            return Err(ApiError::Unavailable(
+                "the database is unavailable; retry shortly".into(),
+            ));
+        }
         let pool = self.pool.clone();
+        let outage = self.outage.clone();
         web::block(move || {
-            let mut conn = pool.get()?;
+            let mut conn = pool.get().inspect_err(|_| outage.trip())?;
             f(&mut conn)
         })
         .await?
+    }
+}
+
+/// Remembers a failed attempt to reach the database for a short while.
+#[derive(Debug, Clone, Default)]
+pub struct Outage(std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>);
+
+impl Outage {
+    /// How long requests fail fast after the pool could not reach the database.
+    const HOLD: Duration = Duration::from_millis(500);
+
+    pub fn trip(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < Self::HOLD)
     }
 }
 
@@ -182,6 +211,7 @@ pub fn build_state(settings: Settings, keys: TokenKeys) -> anyhow::Result<web::D
         backend: url.backend(),
         write_gate: matches!(url, db::DatabaseUrl::Sqlite(_)).then(Default::default),
         throttle: http::throttle::FailureThrottle::new(settings.auth.max_failures_per_minute),
+        outage: Outage::default(),
         settings,
         in_flight: InFlight::default(),
     }))

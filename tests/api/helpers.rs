@@ -78,8 +78,15 @@ impl TestDb {
                 let url = format!("sqlite://{}", dir.path().join("reserve.db").display());
                 TestDb::Sqlite { _dir: dir, url }
             }
-            Backend::Postgres => {
-                let admin_url = postgres_admin_url();
+            Backend::Postgres => TestDb::new_postgres_at(&postgres_admin_url()),
+        }
+    }
+
+    /// A fresh database on the PostgreSQL server behind `admin_url`.
+    pub fn new_postgres_at(admin_url: &str) -> TestDb {
+        let admin_url = admin_url.to_string();
+        {
+            {
                 let mut conn = PgConnection::establish(&admin_url).unwrap_or_else(|e| {
                     panic!(
                         "cannot reach PostgreSQL at {admin_url}: {e}. Start it, point TEST_DATABASE_URL at one, \

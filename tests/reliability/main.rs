@@ -10,3 +10,4 @@ mod helpers;
 
 mod bank;
 mod cluster;
+mod outage;
