@@ -142,5 +142,24 @@ mod tests {
             prop_assume!(q != base.quantity_g || b != base.balance_after_g);
             prop_assert_ne!(base.hash(GENESIS), changed.hash(GENESIS));
         }
+
+        /// The canonical encoding is injective: entries that differ in any
+        /// field never encode alike (so never share a hash).
+        #[test]
+        fn different_entries_never_encode_alike(
+            a in ("[a-z]{0,4}", proptest::option::of("[a-z=,]{0,4}"), proptest::option::of("[a-z]{0,4}"), any::<i64>()),
+            b in ("[a-z]{0,4}", proptest::option::of("[a-z=,]{0,4}"), proptest::option::of("[a-z]{0,4}"), any::<i64>()),
+        ) {
+            let make = |(actor, reference, note, q): &(String, Option<String>, Option<String>, i64)| {
+                let mut f = fields();
+                f.actor = Box::leak(actor.clone().into_boxed_str());
+                f.reference = reference.clone().map(|r| &*Box::leak(r.into_boxed_str()));
+                f.note = note.clone().map(|n| &*Box::leak(n.into_boxed_str()));
+                f.quantity_g = *q;
+                f
+            };
+            let (fa, fb) = (make(&a), make(&b));
+            prop_assert_eq!(fa == fb, fa.canonical() == fb.canonical());
+        }
     }
 }

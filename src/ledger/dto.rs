@@ -575,4 +575,83 @@ mod tests {
         };
         assert_eq!(ok.into_legs(types::now()).unwrap().len(), 2);
     }
+
+    /// Arbitrary JSON, biased towards the shapes these requests have.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let field = prop_oneof![
+            Just("depot".to_string()),
+            Just("element".to_string()),
+            Just("form".to_string()),
+            Just("grade".to_string()),
+            Just("quantity_kg".to_string()),
+            Just("occurred_at".to_string()),
+            Just("unit_price".to_string()),
+            Just("currency".to_string()),
+            Just("kind".to_string()),
+            Just("from_depot".to_string()),
+            Just("to_depot".to_string()),
+            Just("entries".to_string()),
+            "[a-z_]{1,12}",
+        ];
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<i64>().prop_map(|n| serde_json::json!(n)),
+            any::<f64>().prop_map(|f| serde_json::json!(f)),
+            "\\PC{0,16}".prop_map(serde_json::Value::String),
+            "[0-9]{0,14}(\\.[0-9]{0,5})?".prop_map(serde_json::Value::String),
+            prop_oneof![
+                Just("Nd"),
+                Just("NV1"),
+                Just("oxide"),
+                Just("99.5"),
+                Just("2026-01-01T00:00:00Z"),
+                Just("USD"),
+                Just("transfer")
+            ]
+            .prop_map(|s| serde_json::Value::String(s.to_string())),
+        ];
+        leaf.prop_recursive(4, 64, 8, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                proptest::collection::btree_map(field.clone(), inner, 0..10)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Fuzzing the request types: any JSON document is either refused with
+        /// field errors or becomes legs whose quantities are non-zero whole grams
+        /// signed by their kind; nothing panics.
+        #[test]
+        fn any_json_is_parsed_or_refused_cleanly(v in json_value()) {
+            let bytes = serde_json::to_vec(&v).unwrap();
+            let now = types::now();
+            if let Ok(r) = crate::http::json::parse::<MovementRequest>(&bytes) {
+                if let Ok(legs) = r.into_legs(EntryKind::Release, now) {
+                    proptest::prop_assert!(legs.len() == 1 && legs[0].quantity.0 < 0);
+                }
+            }
+            if let Ok(r) = crate::http::json::parse::<TransferRequest>(&bytes) {
+                if let Ok(legs) = r.into_legs(now) {
+                    proptest::prop_assert!(crate::ledger::model::check_transfer_pairs(&legs).is_ok());
+                }
+            }
+            if let Ok(r) = crate::http::json::parse::<BatchRequest>(&bytes) {
+                if let Ok(legs) = r.into_legs(now) {
+                    proptest::prop_assert!(legs.iter().all(|l| l.quantity.0 != 0));
+                    proptest::prop_assert!(crate::ledger::model::check_transfer_pairs(&legs).is_ok());
+                }
+            }
+        }
+
+        /// Arbitrary bytes never panic the JSON layer.
+        #[test]
+        fn any_bytes_are_parsed_or_refused_cleanly(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = crate::http::json::parse::<MovementRequest>(&bytes);
+            let _ = crate::http::json::parse::<BatchRequest>(&bytes);
+        }
+    }
 }
