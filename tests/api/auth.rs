@@ -119,6 +119,12 @@ async fn bad_tokens_are_refused(backend: Backend) {
     let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
     let payload = URL_SAFE_NO_PAD.encode(claims(3600, 0).to_string());
     let alg_none = format!("{header}.{payload}.");
+    let mut no_roles = claims(3600, 0);
+    no_roles.as_object_mut().unwrap().remove("roles");
+    let no_roles = sign(&no_roles, SECRET.as_bytes());
+    let mut no_sub = claims(3600, 0);
+    no_sub.as_object_mut().unwrap().remove("sub");
+    let no_sub = sign(&no_sub, SECRET.as_bytes());
     // An RS256 token (say, an HS256 token "signed" with a public key and
     // relabelled): the algorithm is pinned, so it is refused unread.
     let rs_header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"JWT","kid":"k1"}"#);
@@ -142,6 +148,8 @@ async fn bad_tokens_are_refused(backend: Backend) {
         ("RS256", rs256),
         ("other algorithm", hs384),
         ("garbage", "not.a.token".to_string()),
+        ("no roles claim", no_roles),
+        ("no subject", no_sub),
     ] {
         let r = app.post_new("/api/v1/acquisitions", &token, &body).await;
         assert_eq!(r.status.as_u16(), 401, "{name}: {}", r.text);
