@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Timelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, SecondsFormat, Timelike, Utc};
 use rust_decimal::Decimal;
 use serde::{Serialize, Serializer};
 
@@ -189,13 +189,19 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// Parses an RFC 3339 timestamp with an explicit offset.
+/// Parses an RFC 3339 timestamp with an explicit offset, between the years
+/// 1900 and 9999 in UTC (an offset can push `0000-01-01T00:00+00:01` into year
+/// -1, which RFC 3339 cannot write back).
 pub fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(s)
+    let t = DateTime::parse_from_rfc3339(s)
         .map(|t| truncate_micros(t.with_timezone(&Utc)))
         .map_err(|_| {
-            "must be an RFC 3339 timestamp with offset, e.g. \"2026-11-26T09:30:00Z\"".into()
-        })
+            "must be an RFC 3339 timestamp with offset, e.g. \"2026-11-26T09:30:00Z\"".to_string()
+        })?;
+    if !(1900..=9999).contains(&t.year()) {
+        return Err("must lie between the years 1900 and 9999 (UTC)".into());
+    }
+    Ok(t)
 }
 
 /// Serde helper: `DateTime<Utc>` fields as `rfc3339`.
@@ -310,6 +316,9 @@ mod tests {
         assert_eq!(rfc3339(t), "2026-11-26T09:30:00.123456Z");
         assert_eq!(from_db(to_db(t)), t);
         assert!(parse_rfc3339("2026-11-26 09:30:00").is_err());
+        assert!(parse_rfc3339("0000-01-01T00:00:00+00:01").is_err());
+        assert!(parse_rfc3339("9999-12-31T23:59:59-23:59").is_err());
+        assert!(parse_rfc3339("9999-12-31T23:59:59Z").is_ok());
     }
 
     proptest! {

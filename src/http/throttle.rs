@@ -3,7 +3,9 @@
 //! times in a minute is answered 429 until that minute is over.
 //!
 //! Only the peer address counts, never X-Forwarded-For, which any client can
-//! write. Counting 403s per *verified* subject means nobody can lock another
+//! write; behind a reverse proxy every client shares the proxy's address, so
+//! there set `auth.max_failures_per_minute = 0` (off) and throttle at the
+//! proxy. `/healthz` and `/readyz` are never throttled. Counting 403s per *verified* subject means nobody can lock another
 //! subject out by sending tokens with that subject and a bad signature.
 
 use std::collections::HashMap;
@@ -91,7 +93,9 @@ pub async fn middleware(
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let ip = req.peer_addr().map(|a| a.ip());
-    if let (Some(state), Some(ip)) = (&state, ip) {
+    // Health checks need no token and must keep answering the orchestrator.
+    let exempt = matches!(req.path(), "/healthz" | "/readyz");
+    if let (Some(state), Some(ip), false) = (&state, ip, exempt) {
         if let Some(secs) = state.throttle.blocked(&state.throttle.by_ip, &ip) {
             let response = ApiError::TooManyRequests(secs).error_response();
             return Ok(req.into_response(response).map_into_right_body());
