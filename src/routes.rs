@@ -1,7 +1,20 @@
 //! Every route the service answers, in one table. The same table drives the
 //! actix configuration and the OpenAPI drift test, so neither can forget one.
 
-use actix_web::web;
+use actix_web::{web, HttpResponse, ResponseError};
+
+use crate::error::ApiError;
+
+fn method_not_allowed(allow: &str) -> HttpResponse {
+    let mut response =
+        ApiError::MethodNotAllowed(format!("this resource answers {allow}")).error_response();
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(allow) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, v);
+    }
+    response
+}
 
 use crate::{depots, elements, health, ledger, periods, stockpiles, summary};
 
@@ -10,9 +23,25 @@ macro_rules! route_table {
         /// `(method, path)` of every route, paths in OpenAPI/actix `{param}` form.
         pub const ROUTES: &[(&str, &str)] = &[ $( (stringify!($method), $path) ),* ];
 
-        /// Registers every route on `cfg`.
+        /// Registers every route on `cfg`, then, per path, a 405 (with `Allow`)
+        /// for the methods that path does not serve.
         pub fn configure(cfg: &mut web::ServiceConfig) {
             $( cfg.route($path, web::$method().to($handler)); )*
+            let mut paths: Vec<&str> = ROUTES.iter().map(|(_, p)| *p).collect();
+            paths.sort_unstable();
+            paths.dedup();
+            for path in paths {
+                let allow = ROUTES
+                    .iter()
+                    .filter(|(_, p)| *p == path)
+                    .map(|(m, _)| m.to_ascii_uppercase())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                cfg.route(path, web::route().to(move || {
+                    let allow = allow.clone();
+                    async move { method_not_allowed(&allow) }
+                }));
+            }
         }
     };
 }
