@@ -218,3 +218,75 @@ async fn csv_exports_neutralise_formulas(backend: Backend) {
     }
     app.stop().await;
 }
+
+/// Transport-level limits: oversized or too many headers get 431, and a client
+/// that sends its request head too slowly (slow loris) is cut off.
+#[actix_rt::test]
+async fn header_limits_and_slow_clients() {
+    use std::io::{Read, Write};
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.server.client_request_timeout_secs = 1
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let exchange = move |request: Vec<u8>, pause: Option<std::time::Duration>| {
+        let addr = addr.clone();
+        // Off the test's own thread, which also drives the server.
+        actix_rt::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            // The server may answer and close before the whole request is sent.
+            let _ = s.write_all(&request);
+            if let Some(p) = pause {
+                std::thread::sleep(p);
+            }
+            let waited = std::time::Instant::now();
+            let mut buf = vec![0u8; 256];
+            let n = s.read(&mut buf).unwrap_or(0);
+            // The server must answer or hang up well before our 10 s read timeout.
+            assert!(
+                waited.elapsed() < std::time::Duration::from_secs(8),
+                "the server kept the connection open"
+            );
+            String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+    };
+    let huge = [
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec(),
+        vec![b'a'; 200_000],
+        b"\r\n\r\n".to_vec(),
+    ]
+    .concat();
+    let answer = exchange(huge, None).await.unwrap();
+    assert!(
+        answer.contains("431") || answer.is_empty(),
+        "huge header got {answer:?}"
+    );
+    let many: Vec<u8> = [
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n".to_vec(),
+        (0..200)
+            .flat_map(|i| format!("X-H{i}: v\r\n").into_bytes())
+            .collect(),
+        b"\r\n".to_vec(),
+    ]
+    .concat();
+    let answer = exchange(many, None).await.unwrap();
+    assert!(answer.contains("431"), "200 headers got {answer:?}");
+    // Half a request head, then silence: the server answers 408 or hangs up.
+    let slow = exchange(
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n".to_vec(),
+        Some(std::time::Duration::from_millis(2500)),
+    )
+    .await
+    .unwrap();
+    assert!(
+        slow.is_empty() || slow.contains("408"),
+        "slow client got {slow:?}"
+    );
+    app.stop().await;
+}
