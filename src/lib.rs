@@ -36,10 +36,9 @@ pub struct AppState {
     pub in_flight: InFlight,
     /// `"sqlite"` or `"postgres"`.
     pub backend: &'static str,
-    /// SQLite admits one writer at a time; queueing writers here, in arrival
-    /// order, replaces SQLite's busy-wait back-off, whose sleeps gave a few
-    /// unlucky requests second-long latencies under load. `None` on PostgreSQL,
-    /// whose row locks queue writers themselves.
+    /// SQLite admits one writer at a time; queueing writers on this mutex
+    /// replaces SQLite's busy-wait back-off (sleeps of up to 100 ms between
+    /// retries). `None` on PostgreSQL, whose row locks queue writers themselves.
     pub write_gate: Option<std::sync::Arc<std::sync::Mutex<()>>>,
     /// Counts failed authentications, to answer guessers with 429.
     pub throttle: http::throttle::FailureThrottle,

@@ -94,12 +94,12 @@ pub fn establish(url: &DatabaseUrl) -> Result<DbConn, r2d2::Error> {
         DatabaseUrl::Sqlite(path) => {
             let mut conn =
                 SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
-            // WAL lets readers run beside the single writer; FULL makes every
-            // acknowledged commit survive power loss; busy_timeout queues writers
-            // instead of failing them at once.
+            // busy_timeout first, so that even switching to WAL waits for a lock
+            // instead of failing; WAL lets readers run beside the single writer;
+            // FULL makes every acknowledged commit survive power loss.
             conn.batch_execute(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 15000;",
+                "PRAGMA busy_timeout = 15000; PRAGMA journal_mode = WAL; \
+                 PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
             )
             .map_err(r2d2::Error::QueryError)?;
             Ok(DbConn::Sqlite(conn))
