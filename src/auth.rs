@@ -89,9 +89,10 @@ fn parse_previous_keys(spec: &str) -> anyhow::Result<Vec<(String, String)>> {
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(|pair| {
+            // The entry may be a bare secret: never echo it into an error.
             let (kid, secret) = pair
                 .split_once('=')
-                .ok_or_else(|| anyhow::anyhow!("auth.previous_keys: expected kid=secret, got {:?}", pair.split('=').next().unwrap_or("")))?;
+                .ok_or_else(|| anyhow::anyhow!("auth.previous_keys: every entry must read kid=secret"))?;
             anyhow::ensure!(!kid.trim().is_empty(), "auth.previous_keys: a key has an empty kid");
             anyhow::ensure!(
                 secret.len() >= MIN_SECRET_BYTES,

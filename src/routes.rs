@@ -4,6 +4,7 @@
 use actix_web::{web, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
+use crate::{depots, elements, health, ledger, periods, stockpiles, summary};
 
 fn method_not_allowed(allow: &str) -> HttpResponse {
     let mut response =
@@ -15,8 +16,6 @@ fn method_not_allowed(allow: &str) -> HttpResponse {
     }
     response
 }
-
-use crate::{depots, elements, health, ledger, periods, stockpiles, summary};
 
 macro_rules! route_table {
     ($( $method:ident $path:literal => $handler:path ),* $(,)?) => {

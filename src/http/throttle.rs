@@ -5,10 +5,14 @@
 //! Only the peer address counts, never X-Forwarded-For, which any client can
 //! write; behind a reverse proxy every client shares the proxy's address, so
 //! there set `auth.max_failures_per_minute = 0` (off) and throttle at the
-//! proxy. `/healthz` and `/readyz` are never throttled. Counting 403s per *verified* subject means nobody can lock another
-//! subject out by sending tokens with that subject and a bad signature.
+//! proxy. `/healthz` and `/readyz` are never throttled.
+//!
+//! Counting 403s per *verified* subject means nobody can lock another subject
+//! out by sending tokens with that subject and a bad signature.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -30,9 +34,9 @@ const SWEEP_AT: usize = 10_000;
 #[derive(Debug, Clone)]
 pub struct Subject(pub String);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Counter {
-    started: Option<Instant>,
+    started: Instant,
     failures: u32,
 }
 
@@ -52,27 +56,37 @@ impl FailureThrottle {
         }
     }
 
-    fn blocked<K: std::hash::Hash + Eq>(
-        &self,
-        map: &Mutex<HashMap<K, Counter>>,
-        key: &K,
-    ) -> Option<u64> {
+    /// Seconds left in the window when `key` has used up its failures.
+    fn blocked<K, Q>(&self, map: &Mutex<HashMap<K, Counter>>, key: &Q) -> Option<u64>
+    where
+        K: Borrow<Q> + Hash + Eq,
+        Q: Hash + Eq + ?Sized,
+    {
+        if self.limit == 0 {
+            return None;
+        }
         let map = map.lock().unwrap_or_else(|p| p.into_inner());
         let c = map.get(key)?;
-        let started = c.started?;
-        let elapsed = started.elapsed();
+        let elapsed = c.started.elapsed();
         (elapsed < WINDOW && c.failures >= self.limit).then(|| (WINDOW - elapsed).as_secs().max(1))
     }
 
-    fn record<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, Counter>>, key: K) {
+    fn record<K: Hash + Eq>(&self, map: &Mutex<HashMap<K, Counter>>, key: K) {
+        if self.limit == 0 {
+            return;
+        }
         let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= SWEEP_AT {
-            map.retain(|_, c| c.started.is_some_and(|s| s.elapsed() < WINDOW));
+            map.retain(|_, c| c.started.elapsed() < WINDOW);
         }
-        let c = map.entry(key).or_default();
-        if c.started.is_none_or(|s| s.elapsed() >= WINDOW) {
+        let now = Instant::now();
+        let c = map.entry(key).or_insert(Counter {
+            started: now,
+            failures: 0,
+        });
+        if c.started.elapsed() >= WINDOW {
             *c = Counter {
-                started: Some(Instant::now()),
+                started: now,
                 failures: 0,
             };
         }
@@ -80,7 +94,7 @@ impl FailureThrottle {
     }
 
     pub fn check_subject(&self, subject: &str) -> Result<(), ApiError> {
-        match self.blocked(&self.by_subject, &subject.to_string()) {
+        match self.blocked(&self.by_subject, subject) {
             Some(secs) => Err(ApiError::TooManyRequests(secs)),
             None => Ok(()),
         }
@@ -106,12 +120,12 @@ pub async fn middleware(
         match res.status().as_u16() {
             401 => {
                 if let Some(ip) = ip {
-                    FailureThrottle::record(&state.throttle.by_ip, ip);
+                    state.throttle.record(&state.throttle.by_ip, ip);
                 }
             }
             403 => {
                 if let Some(Subject(s)) = res.request().extensions().get::<Subject>().cloned() {
-                    FailureThrottle::record(&state.throttle.by_subject, s);
+                    state.throttle.record(&state.throttle.by_subject, s);
                 }
             }
             _ => {}
@@ -129,12 +143,28 @@ mod tests {
         let t = FailureThrottle::new(3);
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         for _ in 0..2 {
-            FailureThrottle::record(&t.by_ip, ip);
+            t.record(&t.by_ip, ip);
         }
         assert!(t.blocked(&t.by_ip, &ip).is_none());
-        FailureThrottle::record(&t.by_ip, ip);
+        t.record(&t.by_ip, ip);
         assert!(t.blocked(&t.by_ip, &ip).is_some());
         assert!(t.blocked(&t.by_ip, &"127.0.0.2".parse().unwrap()).is_none());
         assert!(t.check_subject("alice").is_ok());
+        t.record(&t.by_subject, "alice".to_string());
+        assert!(t.check_subject("alice").is_ok());
+    }
+
+    #[test]
+    fn a_limit_of_zero_turns_it_off() {
+        let t = FailureThrottle::new(0);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        for _ in 0..5 {
+            t.record(&t.by_ip, ip);
+        }
+        assert!(t.blocked(&t.by_ip, &ip).is_none());
+        assert!(
+            t.by_ip.lock().unwrap().is_empty(),
+            "nothing is kept while off"
+        );
     }
 }

@@ -150,14 +150,10 @@ mod tests {
             a in ("[a-z]{0,4}", proptest::option::of("[a-z=,]{0,4}"), proptest::option::of("[a-z]{0,4}"), any::<i64>()),
             b in ("[a-z]{0,4}", proptest::option::of("[a-z=,]{0,4}"), proptest::option::of("[a-z]{0,4}"), any::<i64>()),
         ) {
-            let make = |(actor, reference, note, q): &(String, Option<String>, Option<String>, i64)| {
-                let mut f = fields();
-                f.actor = Box::leak(actor.clone().into_boxed_str());
-                f.reference = reference.clone().map(|r| &*Box::leak(r.into_boxed_str()));
-                f.note = note.clone().map(|n| &*Box::leak(n.into_boxed_str()));
-                f.quantity_g = *q;
-                f
-            };
+            fn make(t: &(String, Option<String>, Option<String>, i64)) -> ChainedFields<'_> {
+                let (actor, reference, note, q) = t;
+                ChainedFields { actor, reference: reference.as_deref(), note: note.as_deref(), quantity_g: *q, ..fields() }
+            }
             let (fa, fb) = (make(&a), make(&b));
             prop_assert_eq!(fa == fb, fa.canonical() == fb.canonical());
         }

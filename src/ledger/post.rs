@@ -519,17 +519,29 @@ fn lock_stockpiles(
 /// any stockpile they touch (clocks of different replicas may disagree by a
 /// little). All undated legs of one posting share that instant.
 fn date_undated_legs(conn: &mut DbConn, legs: &mut [Leg], leg_stockpiles: &[i64]) -> ApiResult<()> {
-    if legs.iter().all(|l| l.occurred_at_given) {
+    let touched: BTreeSet<i64> = legs
+        .iter()
+        .zip(leg_stockpiles)
+        .filter(|(l, _)| !l.occurred_at_given)
+        .map(|(_, s)| *s)
+        .collect();
+    if touched.is_empty() {
         return Ok(());
     }
-    let touched: BTreeSet<i64> = leg_stockpiles.iter().copied().collect();
-    let newest: Option<chrono::NaiveDateTime> = le::table
-        .filter(le::stockpile_id.eq_any(touched))
-        .select(diesel::dsl::max(le::occurred_at))
-        .first(conn)?;
-    let instant = newest
-        .map(types::from_db)
-        .map_or(types::now(), |n| n.max(types::now()));
+    let mut instant = types::now();
+    for id in touched {
+        // One backward step on the (stockpile_id, occurred_at) index, however
+        // long the stockpile's history.
+        let newest: Option<chrono::NaiveDateTime> = le::table
+            .filter(le::stockpile_id.eq(id))
+            .order(le::occurred_at.desc())
+            .select(le::occurred_at)
+            .first(conn)
+            .optional()?;
+        if let Some(newest) = newest.map(types::from_db) {
+            instant = instant.max(newest);
+        }
+    }
     for leg in legs.iter_mut().filter(|l| !l.occurred_at_given) {
         leg.occurred_at = instant;
     }
@@ -551,7 +563,10 @@ fn check_history(
             .filter(|(_, s)| *s == id)
             .map(|(l, _)| l)
             .collect();
-        if !mine.iter().any(|l| l.quantity.0 < 0) {
+        // Undated legs sit at or after the stockpile's newest entry (see
+        // `date_undated_legs`), so they cannot reach back into history; the
+        // running-balance check in `lock_stockpiles` already covers them.
+        if !mine.iter().any(|l| l.quantity.0 < 0) || mine.iter().all(|l| !l.occurred_at_given) {
             continue;
         }
         let earliest = mine

@@ -49,20 +49,53 @@ pub fn verify(conn: &mut DbConn) -> ApiResult<VerifyReport> {
     crate::db::read_transaction(conn, verify_snapshot)
 }
 
+/// Checks one entry against its stockpile's running state and advances it.
+fn check_entry(
+    e: &EntryRow,
+    expected_sequence: i64,
+    running: &mut BTreeMap<i64, Running>,
+) -> Result<(), String> {
+    if e.sequence != expected_sequence {
+        return Err(format!(
+            "sequence {} follows {}: entries are missing",
+            e.sequence,
+            expected_sequence - 1
+        ));
+    }
+    let r = running.entry(e.stockpile_id).or_insert_with(|| Running {
+        head: GENESIS.to_string(),
+        ..Default::default()
+    });
+    if e.prev_hash != r.head {
+        return Err("prev_hash does not match the previous entry of its stockpile".into());
+    }
+    if e.chained().hash(&e.prev_hash) != e.hash {
+        return Err("hash does not match the entry's contents".into());
+    }
+    r.balance += e.quantity_g;
+    if e.balance_after_g != r.balance {
+        return Err(format!(
+            "balance_after is {} g but the running sum is {} g",
+            e.balance_after_g, r.balance
+        ));
+    }
+    if r.balance < 0 {
+        return Err("balance is negative".into());
+    }
+    r.head = e.hash.clone();
+    r.count += 1;
+    Ok(())
+}
+
 fn verify_snapshot(conn: &mut DbConn) -> ApiResult<VerifyReport> {
     let mut running: BTreeMap<i64, Running> = BTreeMap::new();
-    let mut expected_sequence = 1i64;
+    // The newest sequence up to which every entry checked out.
+    let mut verified_through = 0i64;
     let mut checked = 0i64;
     let mut first_problem: Option<Finding> = None;
-    let bad = |e: &EntryRow, problem: String| Finding {
-        sequence: Some(e.sequence),
-        stockpile_id: Some(e.stockpile_id),
-        depot_id: None,
-        problem,
-    };
     'pages: loop {
         let rows: Vec<EntryRow> = le::table
-            .filter(le::sequence.ge(expected_sequence))
+            .filter(le::sequence.gt(verified_through))
             .order(le::sequence.asc())
             .limit(PAGE)
             .select(EntryRow::as_select())
@@ -72,54 +105,18 @@ fn verify_snapshot(conn: &mut DbConn) -> ApiResult<VerifyReport> {
         }
         for e in &rows {
             checked += 1;
-            if e.sequence != expected_sequence {
-                first_problem = Some(bad(
-                    e,
-                    format!(
-                        "sequence {} follows {}: entries are missing",
-                        e.sequence,
-                        expected_sequence - 1
-                    ),
-                ));
+            if let Err(problem) = check_entry(e, verified_through + 1, &mut running) {
+                first_problem = Some(Finding {
+                    sequence: Some(e.sequence),
+                    stockpile_id: Some(e.stockpile_id),
+                    depot_id: None,
+                    problem,
+                });
                 break 'pages;
             }
-            expected_sequence += 1;
-            let r = running.entry(e.stockpile_id).or_insert_with(|| Running {
-                head: GENESIS.to_string(),
-                ..Default::default()
-            });
-            if e.prev_hash != r.head {
-                first_problem = Some(bad(
-                    e,
-                    "prev_hash does not match the previous entry of its stockpile".into(),
-                ));
-                break 'pages;
-            }
-            if e.chained().hash(&e.prev_hash) != e.hash {
-                first_problem = Some(bad(e, "hash does not match the entry's contents".into()));
-                break 'pages;
-            }
-            r.balance += e.quantity_g;
-            if e.balance_after_g != r.balance {
-                first_problem = Some(bad(
-                    e,
-                    format!(
-                        "balance_after is {} g but the running sum is {} g",
-                        e.balance_after_g, r.balance
-                    ),
-                ));
-                break 'pages;
-            }
-            if r.balance < 0 {
-                first_problem = Some(bad(e, "balance is negative".into()));
-                break 'pages;
-            }
-            r.head = e.hash.clone();
-            r.count += 1;
+            verified_through = e.sequence;
         }
     }
-    let verified_through = expected_sequence - 1 - i64::from(first_problem.is_some());
-    let last_sequence = expected_sequence - 1;
     let stockpile_rows: Vec<(i64, i64, i64, i64, String, i64)> = stockpiles::table
         .select((
             stockpiles::id,
@@ -133,13 +130,13 @@ fn verify_snapshot(conn: &mut DbConn) -> ApiResult<VerifyReport> {
     let head: i64 = ledger_head::table
         .select(ledger_head::last_sequence)
         .first(conn)?;
-    if first_problem.is_none() && head != last_sequence {
+    if first_problem.is_none() && head != verified_through {
         first_problem = Some(Finding {
             sequence: Some(head),
             stockpile_id: None,
             depot_id: None,
             problem: format!(
-                "the ledger head says {head} entries were posted but {last_sequence} are present"
+                "the ledger head says {head} entries were posted but {verified_through} are present"
             ),
         });
     }

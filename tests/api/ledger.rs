@@ -568,5 +568,28 @@ async fn verification_finds_the_first_tampered_entry(backend: Backend) {
     let v = app.verify().await;
     assert_eq!(v["ok"], false);
     assert_eq!(v["first_problem"]["sequence"], 2, "{v}");
+    assert_eq!(v["verified_through"], 1, "{v}");
+    assert_eq!(v["last_sequence"], 3, "{v}");
+    // Removing the edited entry instead leaves a hole, found at the next one.
+    let drop_delete_guard = match backend {
+        Backend::Postgres => None, // the same trigger guarded deletes
+        Backend::Sqlite => Some("DROP TRIGGER ledger_entries_no_delete"),
+    };
+    if let Some(sql) = drop_delete_guard {
+        conn.batch_execute(sql).unwrap();
+    }
+    conn.batch_execute("DELETE FROM ledger_entries WHERE sequence = 2")
+        .unwrap();
+    let v = app.verify().await;
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["first_problem"]["sequence"], 3, "{v}");
+    assert!(
+        v["first_problem"]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("missing"),
+        "{v}"
+    );
+    assert_eq!(v["verified_through"], 1, "{v}");
     app.stop().await;
 }

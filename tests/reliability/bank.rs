@@ -12,7 +12,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use reserve::auth::{Role, TokenKeys};
 use serde_json::{json, Value};
 
-use crate::cluster::Cluster;
+use crate::cluster::{get_json, Cluster};
 use crate::helpers::{grams, postgres_skipped, test_settings, Backend, TestDb, SECRET};
 
 const DEPOTS: [(&str, &str); 3] = [("BA1", "5000"), ("BB2", "5000"), ("BC3", "2000")];
@@ -145,25 +145,23 @@ async fn send(
             .insert_header(("Idempotency-Key", w.key.clone()))
             .send_json(&w.body)
             .await;
-        let retry = match sent {
-            Ok(mut res) => {
-                let status = res.status().as_u16();
-                let body: Value = res.json().limit(1 << 20).await.unwrap_or(Value::Null);
-                match (status, body["code"].as_str()) {
-                    (201, _) => return Outcome::Acknowledged(body),
-                    (409, Some("insufficient-stock" | "over-capacity")) => return Outcome::Refused,
-                    (409, Some("idempotency-key-in-flight")) | (503, _) => true,
-                    // A body lost with a dying server.
-                    (_, _) if body.is_null() && status >= 500 => true,
-                    _ => panic!(
-                        "unexpected answer {status} to {} {}: {body}",
-                        w.path, w.body
-                    ),
-                }
+        // Every answer that is not definitive (and a failed send) falls
+        // through to a retry.
+        if let Ok(mut res) = sent {
+            let status = res.status().as_u16();
+            let body: Value = res.json().limit(1 << 20).await.unwrap_or(Value::Null);
+            match (status, body["code"].as_str()) {
+                (201, _) => return Outcome::Acknowledged(body),
+                (409, Some("insufficient-stock" | "over-capacity")) => return Outcome::Refused,
+                (409, Some("idempotency-key-in-flight")) | (503, _) => {}
+                // A body lost with a dying server.
+                (_, _) if body.is_null() && status >= 500 => {}
+                _ => panic!(
+                    "unexpected answer {status} to {} {}: {body}",
+                    w.path, w.body
+                ),
             }
-            Err(_) => true,
-        };
-        assert!(retry);
+        }
         assert!(
             Instant::now() < give_up,
             "no definitive answer for {} {} after {attempt} retries",
@@ -285,19 +283,8 @@ async fn bank(backend: Backend, replicas: usize, kills: usize) {
 
     // 1. The chains, balances and sequence verify.
     let get = |path: String| {
-        let client = &client;
-        let admin = &admin;
-        let base = &base;
-        async move {
-            let mut r = client
-                .get(format!("{base}{path}"))
-                .insert_header(("Authorization", format!("Bearer {admin}")))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status().as_u16(), 200, "{path}");
-            r.json::<Value>().limit(64 << 20).await.unwrap()
-        }
+        let (client, admin, base) = (&client, &admin, &base);
+        async move { get_json(client, base, admin, &path).await }
     };
     let v = get("/api/v1/ledger/verify".into()).await;
     assert_eq!(v["ok"], true, "{v}");

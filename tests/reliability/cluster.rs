@@ -124,3 +124,20 @@ impl Cluster {
         panic!("replica {i} did not become ready; its log:\n{log}");
     }
 }
+
+/// GETs `path` from `base` with a bearer token; asserts 200 and returns the body.
+pub async fn get_json(
+    client: &awc::Client,
+    base: &str,
+    token: &str,
+    path: &str,
+) -> serde_json::Value {
+    let mut r = client
+        .get(format!("{base}{path}"))
+        .insert_header(("Authorization", format!("Bearer {token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{path}");
+    r.json().limit(64 << 20).await.unwrap()
+}

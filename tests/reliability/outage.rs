@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use reserve::auth::{Role, TokenKeys};
 use serde_json::{json, Value};
 
-use crate::cluster::Cluster;
+use crate::cluster::{get_json, Cluster};
 use crate::helpers::{grams, postgres_skipped, test_settings, TestDb, SECRET};
 
 fn pg_bin(tool: &str) -> PathBuf {
@@ -104,19 +104,7 @@ impl PrivateCluster {
             self.dir.display()
         );
         let log = self.dir.join("pg.log");
-        let out = pg(
-            "pg_ctl",
-            &[
-                "-D",
-                self.dir.join("data").to_str().unwrap(),
-                "-l",
-                log.to_str().unwrap(),
-                "-o",
-                &opts,
-                "-w",
-                "start",
-            ],
-        );
+        let out = self.ctl(&["-l", log.to_str().unwrap(), "-o", &opts, "-w", "start"]);
         assert!(
             out.status.success(),
             "pg_ctl start: {}",
@@ -126,22 +114,20 @@ impl PrivateCluster {
 
     /// `immediate`: the server dies without a checkpoint, like a crash.
     fn stop(&self) {
-        let out = pg(
-            "pg_ctl",
-            &[
-                "-D",
-                self.dir.join("data").to_str().unwrap(),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
-        );
+        let out = self.ctl(&["-m", "immediate", "-w", "stop"]);
         assert!(
             out.status.success(),
             "pg_ctl stop: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// `pg_ctl -D <this cluster> ARGS…`
+    fn ctl(&self, args: &[&str]) -> std::process::Output {
+        let data = self.dir.join("data");
+        let mut all = vec!["-D", data.to_str().unwrap()];
+        all.extend_from_slice(args);
+        pg("pg_ctl", &all)
     }
 
     fn admin_url(&self) -> String {
@@ -151,16 +137,7 @@ impl PrivateCluster {
 
 impl Drop for PrivateCluster {
     fn drop(&mut self) {
-        let _ = pg(
-            "pg_ctl",
-            &[
-                "-D",
-                self.dir.join("data").to_str().unwrap(),
-                "-m",
-                "immediate",
-                "stop",
-            ],
-        );
+        let _ = self.ctl(&["-m", "immediate", "stop"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -206,24 +183,27 @@ async fn database_outage_fails_fast_and_recovers() {
 
     // Writes before, during and after the outage; each retried with its key until acknowledged.
     let mut acknowledged = 0i64;
-    let mut fast_503s = 0;
+    let mut unavailable = 0;
     let mut slowest_503 = Duration::ZERO;
     let mut saw_not_ready = false;
     let body = json!({"depot": "OUT1", "element": "Nd", "form": "oxide", "grade": "99.5", "quantity_kg": "1.000"});
     let started = Instant::now();
-    let mut stopped = false;
-    let mut restarted = false;
+    // The database is down from 3 s to 8 s into the run.
+    let (mut stopped, mut restarted) = (false, false);
+    let follow_schedule = |stopped: &mut bool, restarted: &mut bool| {
+        let t = started.elapsed();
+        if !*stopped && t > Duration::from_secs(3) {
+            pg_cluster.stop();
+            *stopped = true;
+        }
+        if *stopped && !*restarted && t > Duration::from_secs(8) {
+            pg_cluster.start();
+            *restarted = true;
+        }
+    };
     let mut n = 0;
     while started.elapsed() < Duration::from_secs(14) || !restarted {
-        let t = started.elapsed();
-        if !stopped && t > Duration::from_secs(3) {
-            pg_cluster.stop();
-            stopped = true;
-        }
-        if stopped && !restarted && t > Duration::from_secs(8) {
-            pg_cluster.start();
-            restarted = true;
-        }
+        follow_schedule(&mut stopped, &mut restarted);
         n += 1;
         let key = format!("w-{n}");
         loop {
@@ -242,17 +222,14 @@ async fn database_outage_fails_fast_and_recovers() {
                     );
                     let problem: Value = res.json().await.unwrap();
                     assert_eq!(problem["status"], 503);
-                    fast_503s += 1;
+                    unavailable += 1;
                     slowest_503 = slowest_503.max(took);
                     if !saw_not_ready {
                         let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
                         saw_not_ready = ready.status().as_u16() == 503;
                     }
-                    // Stopped or restarted meanwhile: keep the clock moving.
-                    if stopped && !restarted && started.elapsed() > Duration::from_secs(8) {
-                        pg_cluster.start();
-                        restarted = true;
-                    }
+                    // Retrying through the outage: keep the schedule moving.
+                    follow_schedule(&mut stopped, &mut restarted);
                     actix_rt::time::sleep(Duration::from_millis(100)).await;
                 }
                 Ok(mut res) => panic!("unexpected {}: {:?}", res.status(), res.body().await),
@@ -260,7 +237,7 @@ async fn database_outage_fails_fast_and_recovers() {
             }
         }
     }
-    assert!(fast_503s > 0, "the outage was noticed");
+    assert!(unavailable > 0, "the outage was noticed");
     assert!(
         saw_not_ready,
         "/readyz reported not ready during the outage"
@@ -272,29 +249,17 @@ async fn database_outage_fails_fast_and_recovers() {
     // Recovered by itself: ready again, and the books balance.
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status().as_u16(), 200);
-    let mut v = client
-        .get(format!("{base}/api/v1/ledger/verify"))
-        .insert_header(("Authorization", format!("Bearer {admin}")))
-        .send()
-        .await
-        .unwrap();
-    let v: Value = v.json().await.unwrap();
+    let v = get_json(&client, &base, &admin, "/api/v1/ledger/verify").await;
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(
         v["last_sequence"], acknowledged,
         "every acknowledged write, and only those, is in the ledger"
     );
-    let mut s = client
-        .get(format!("{base}/api/v1/summary"))
-        .insert_header(("Authorization", format!("Bearer {admin}")))
-        .send()
-        .await
-        .unwrap();
-    let s: Value = s.json().limit(1 << 22).await.unwrap();
+    let s = get_json(&client, &base, &admin, "/api/v1/summary").await;
     assert_eq!(
         grams(s["totals"]["on_hand_kg"].as_str().unwrap()),
         acknowledged * 1000
     );
-    println!("outage: writes={n} acknowledged={acknowledged} fast_503s={fast_503s} slowest_503_ms={} lost=0", slowest_503.as_millis());
+    println!("outage: writes={n} acknowledged={acknowledged} unavailable={unavailable} slowest_503_ms={} lost=0", slowest_503.as_millis());
     drop(cluster);
 }
