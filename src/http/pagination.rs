@@ -74,19 +74,17 @@ impl PageRequest {
 
     /// Trims the one extra row fetched to learn whether another page exists.
     ///
-    /// Newest-first lists end: `next_cursor` is null after the oldest row.
-    /// Oldest-first lists are streams that grow at their end, so they always
-    /// return a cursor to resume from (the request's own when the page is
-    /// empty); a reader polls it until `items` comes back empty.
+    /// Every list ends, in both orders: `next_cursor` is set only when that
+    /// extra row exists, so the last page carries `null` and no page is empty
+    /// while rows remain. (Oldest-first lists once returned a cursor on every
+    /// page, even an empty last one, so that a reader could poll for new rows;
+    /// a client that trusted "null on the last page" then looped forever. A
+    /// reader that follows the ledger keeps the cursor of its last full page,
+    /// or its first request, and asks again with it.)
     pub fn finish<T>(&self, mut rows: Vec<T>, key: impl Fn(&T) -> i64) -> (Vec<T>, Option<String>) {
         let more = rows.len() as i64 > self.limit;
         rows.truncate(self.limit as usize);
-        let last = rows.last().map(key);
-        let next = match self.order {
-            Order::NewestFirst if more => last,
-            Order::NewestFirst => None,
-            Order::OldestFirst => last.or(self.after),
-        };
+        let next = if more { rows.last().map(key) } else { None };
         (rows, next.map(encode_cursor))
     }
 }
@@ -130,13 +128,25 @@ mod tests {
         assert_eq!(next, Some(encode_cursor(4)));
         let (_, next) = p.finish(vec![5, 4], |r| *r);
         assert_eq!(next, None);
-        let asc =
-            PageRequest::parse(Some(2), Some(&encode_cursor(7)), Some("asc"), MAX_LIMIT).unwrap();
-        assert_eq!(
-            asc.finish(Vec::<i64>::new(), |r| *r).1,
-            Some(encode_cursor(7)),
-            "a stream resumes where it was"
-        );
-        assert_eq!(asc.finish(vec![8], |r| *r).1, Some(encode_cursor(8)));
+        for order in ["asc", "desc"] {
+            let p = PageRequest::parse(Some(2), Some(&encode_cursor(7)), Some(order), MAX_LIMIT)
+                .unwrap();
+            assert_eq!(
+                p.finish(Vec::<i64>::new(), |r| *r).1,
+                None,
+                "{order}: empty"
+            );
+            assert_eq!(p.finish(vec![8], |r| *r).1, None, "{order}: short page");
+            assert_eq!(
+                p.finish(vec![8, 9], |r| *r).1,
+                None,
+                "{order}: exactly full"
+            );
+            assert_eq!(
+                p.finish(vec![8, 9, 10], |r| *r),
+                (vec![8, 9], Some(encode_cursor(9))),
+                "{order}: one more row exists"
+            );
+        }
     }
 }

@@ -8,5 +8,6 @@ mod depots;
 mod hardening;
 mod ledger;
 mod openapi;
+mod pagination;
 mod properties;
 mod reads;

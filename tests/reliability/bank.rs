@@ -308,7 +308,10 @@ async fn bank(backend: Backend, replicas: usize, kills: usize) {
                 .or_default() += 1;
             entries += 1;
         }
-        cursor = page["next_cursor"].as_str().unwrap().to_string();
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
     }
     let opening = DEPOTS.len() * ELEMENTS.len();
     let acknowledged: BTreeSet<&String> = total.acknowledged.keys().collect();
