@@ -52,14 +52,35 @@ impl Role {
 pub struct Claims {
     pub sub: String,
     pub roles: Vec<String>,
-    /// Depot codes the token is limited to; absent means every depot.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Depot codes the token is limited to; absent means every depot. An
+    /// explicit `null` is refused rather than read as "every depot": a token
+    /// that widens its own scope by a typo must not pass.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "depots_not_null"
+    )]
     pub depots: Option<Vec<String>>,
     pub exp: i64,
     pub iat: i64,
     pub nbf: i64,
     pub iss: String,
     pub aud: String,
+}
+
+/// Marker in the decoding error of a `"depots": null` claim, so that `verify`
+/// can say what is wrong instead of "malformed".
+const DEPOTS_NULL: &str = "depots claim is null";
+
+/// Reads a present `depots` claim, refusing `null` (an absent claim never gets
+/// here: `#[serde(default)]` makes it `None`).
+fn depots_not_null<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    match Option::<Vec<String>>::deserialize(d)? {
+        Some(depots) => Ok(Some(depots)),
+        None => Err(serde::de::Error::custom(DEPOTS_NULL)),
+    }
 }
 
 /// Signing and verification keys with the pinned validation rules.
@@ -77,6 +98,9 @@ pub struct TokenKeys {
     validation: Validation,
     issuer: String,
     audience: String,
+    /// Longest lifetime a token may have (`auth.max_token_lifetime_days`), in
+    /// seconds: minted tokens may not exceed it and longer ones are refused.
+    max_lifetime_secs: i64,
 }
 
 /// Minimum HS256 secret length: RFC 7518 §3.2 asks for a key at least as long
@@ -113,6 +137,10 @@ impl TokenKeys {
             !settings.jwt_kid.trim().is_empty(),
             "auth.jwt_kid must not be empty"
         );
+        anyhow::ensure!(
+            (1..=3660).contains(&settings.max_token_lifetime_days),
+            "auth.max_token_lifetime_days must be between 1 and 3660"
+        );
         // Idempotent; explicit so that no other crate's feature choice can leave
         // jsonwebtoken without a provider.
         let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
@@ -137,7 +165,13 @@ impl TokenKeys {
             validation,
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
+            max_lifetime_secs: settings.max_token_lifetime_days as i64 * 86_400,
         })
+    }
+
+    /// The longest lifetime a token may have, in whole days.
+    pub fn max_lifetime_days(&self) -> i64 {
+        self.max_lifetime_secs / 86_400
     }
 
     /// Signs a token for `sub` with `roles`, limited to `depots` when given.
@@ -148,6 +182,11 @@ impl TokenKeys {
         depots: Option<Vec<String>>,
         ttl: chrono::Duration,
     ) -> anyhow::Result<String> {
+        anyhow::ensure!(
+            ttl.num_seconds() <= self.max_lifetime_secs,
+            "a token may live at most {} days (auth.max_token_lifetime_days); ask for a shorter lifetime",
+            self.max_lifetime_days()
+        );
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: sub.to_string(),
@@ -187,11 +226,27 @@ impl TokenKeys {
                 }
                 K::InvalidSignature => "the token's signature does not verify",
                 K::MissingRequiredClaim(_) => "the token lacks a required claim",
+                K::Json(e) if e.to_string().contains(DEPOTS_NULL) => {
+                    "the token's `depots` claim is null: leave it out to cover every depot, \
+                     or list depot codes"
+                }
                 _ => "the token is malformed",
             };
             ApiError::Unauthorized(why.into())
         })?;
         let claims = data.claims;
+        // A token that lives longer than policy allows is refused even though
+        // its signature verifies: judged from its issue time, and from now in
+        // case `iat` was set ahead to make the span look short.
+        let now = chrono::Utc::now().timestamp();
+        let lifetime = claims.exp.saturating_sub(claims.iat.min(now));
+        if lifetime > self.max_lifetime_secs {
+            return Err(ApiError::Unauthorized(format!(
+                "the token lives longer than the {}-day maximum (auth.max_token_lifetime_days); \
+                 mint one with a shorter lifetime",
+                self.max_lifetime_days()
+            )));
+        }
         if claims.sub.trim().is_empty() || claims.sub.len() > 200 {
             return Err(ApiError::Unauthorized(
                 "the token's subject is empty or too long".into(),
@@ -307,16 +362,37 @@ fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
     let value = value
         .to_str()
         .map_err(|_| ApiError::Unauthorized("the Authorization header is not ASCII".into()))?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .ok_or_else(|| ApiError::Unauthorized("the Authorization scheme must be Bearer".into()))?;
-    let user = state.keys.verify(token.trim())?;
+    let token = bearer_token(value)?;
+    let user = state.keys.verify(token)?;
     // A subject that keeps asking for what it may not do is slowed down too.
     state.throttle.check_subject(&user.subject)?;
     req.extensions_mut()
         .insert(crate::http::throttle::Subject(user.subject.clone()));
     Ok(user)
+}
+
+/// The token of an `Authorization: Bearer <token>` header value. The scheme is
+/// case-insensitive (RFC 9110 §11.1); an empty token is named as such, since
+/// HTTP parsers drop the trailing space of `Bearer ` and the value then looks
+/// like a wrong scheme.
+fn bearer_token(value: &str) -> Result<&str, ApiError> {
+    let value = value.trim();
+    let (scheme, token) = value
+        .split_once([' ', '\t'])
+        .unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::Unauthorized(
+            "the Authorization scheme must be Bearer: send `Authorization: Bearer <token>`".into(),
+        ));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(ApiError::Unauthorized(
+            "the bearer token is empty: send `Authorization: Bearer <token>` with a token after the space"
+                .into(),
+        ));
+    }
+    Ok(token)
 }
 
 /// Parses `30m`, `8h`, `7d`, `3600s` (or bare seconds) into a duration.
@@ -355,6 +431,7 @@ mod tests {
             issuer: "reserve".into(),
             audience: "reserve-api".into(),
             leeway_secs: 0,
+            max_token_lifetime_days: 30,
         }
     }
 
@@ -427,5 +504,57 @@ mod tests {
         assert!(parse_ttl("0s").is_err());
         assert!(parse_ttl("5y").is_err());
         assert!(parse_ttl("-5m").is_err());
+    }
+
+    #[test]
+    fn bearer_headers_are_read_and_an_empty_token_is_named() {
+        assert_eq!(bearer_token("Bearer abc").unwrap(), "abc");
+        assert_eq!(bearer_token("bearer  abc ").unwrap(), "abc");
+        assert_eq!(bearer_token("BEARER abc").unwrap(), "abc");
+        let why = |v: &str| match bearer_token(v) {
+            Err(ApiError::Unauthorized(m)) => m,
+            other => panic!("{v:?} gave {other:?}"),
+        };
+        assert!(why("Bearer").contains("empty"), "{}", why("Bearer"));
+        assert!(why("Bearer   ").contains("empty"));
+        assert!(why("Basic abc").contains("scheme must be Bearer"));
+        assert!(why("Bearerabc").contains("scheme must be Bearer"));
+    }
+
+    #[test]
+    fn tokens_past_the_maximum_lifetime_are_neither_minted_nor_accepted() {
+        let keys = TokenKeys::hs256(&[7u8; 32], &settings()).unwrap();
+        assert!(keys
+            .mint("a", &[Role::Viewer], None, chrono::Duration::days(30))
+            .is_ok());
+        let err = keys
+            .mint("a", &[Role::Viewer], None, chrono::Duration::days(31))
+            .unwrap_err();
+        assert!(err.to_string().contains("at most 30 days"), "{err}");
+        // A token signed with the right key by someone else, living a century.
+        let now = chrono::Utc::now().timestamp();
+        let forge = |iat: i64, exp: i64| {
+            let claims = Claims {
+                sub: "a".into(),
+                roles: vec!["viewer".into()],
+                depots: None,
+                exp,
+                iat,
+                nbf: now,
+                iss: "reserve".into(),
+                aud: "reserve-api".into(),
+            };
+            let mut header = Header::new(Algorithm::HS256);
+            header.kid = Some("k1".into());
+            encode(&header, &claims, &EncodingKey::from_secret(&[7u8; 32])).unwrap()
+        };
+        let century = now + 100 * 365 * 86_400;
+        match keys.verify(&forge(now, century)) {
+            Err(ApiError::Unauthorized(m)) => assert!(m.contains("30-day maximum"), "{m}"),
+            other => panic!("a century-long token passed: {other:?}"),
+        }
+        // `iat` set ahead does not shorten the span that counts.
+        assert!(keys.verify(&forge(century - 86_400, century)).is_err());
+        assert!(keys.verify(&forge(now, now + 29 * 86_400)).is_ok());
     }
 }

@@ -50,6 +50,8 @@ pub struct AuthSettings {
     pub issuer: String,
     pub audience: String,
     pub leeway_secs: u64,
+    /// Longest lifetime (`exp` − `iat`) of a token, minted or accepted, in days.
+    pub max_token_lifetime_days: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -10,23 +10,31 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
+/// Readiness. The body says only which of a few fixed reasons applies: the
+/// driver's own error text (which can name the database host, user or
+/// database) goes to the log, never to an unauthenticated caller.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let pool = state.pool.clone();
     let checked = web::block(move || -> Result<bool, String> {
-        let mut conn = pool
-            .get()
-            .map_err(|e| format!("database unreachable: {e}"))?;
+        let mut conn = pool.get().map_err(|e| e.to_string())?;
         crate::db::migrations_complete(&mut conn).map_err(|e| e.to_string())
     })
     .await;
-    let (ready, reason) = match checked {
-        Ok(Ok(true)) => (true, None),
-        Ok(Ok(false)) => (false, Some("database migrations are pending".to_string())),
-        Ok(Err(e)) => (false, Some(e)),
-        Err(_) => (false, Some("server overloaded".to_string())),
+    let reason = match checked {
+        Ok(Ok(true)) => None,
+        Ok(Ok(false)) => Some("database migrations are pending"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check: the database did not answer");
+            Some("the database is unreachable or failing; see the server log")
+        }
+        Err(_) => Some("server overloaded"),
     };
-    let body = json!({ "status": if ready { "ready" } else { "not ready" }, "database": state.backend, "reason": reason });
-    if ready {
+    let body = json!({
+        "status": if reason.is_none() { "ready" } else { "not ready" },
+        "database": state.backend,
+        "reason": reason,
+    });
+    if reason.is_none() {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable()

@@ -26,9 +26,12 @@ use crate::error::ApiError;
 use crate::AppState;
 
 const WINDOW: Duration = Duration::from_secs(60);
-/// Entries kept before expired ones are swept, bounding memory under a flood
-/// of distinct addresses.
-const SWEEP_AT: usize = 10_000;
+/// Hard cap on the addresses (or subjects) tracked at once. At the cap, expired
+/// entries are swept first, then those still below the limit (they block
+/// nobody), and if every entry is blocking, the oldest half: a flood of
+/// distinct addresses can cost at most this many entries (about 1 MB), and it
+/// evicts the counters that matter least first.
+pub const MAX_TRACKED: usize = 10_000;
 
 /// The verified subject of a request, left in its extensions by authentication.
 #[derive(Debug, Clone)]
@@ -43,14 +46,21 @@ struct Counter {
 #[derive(Debug)]
 pub struct FailureThrottle {
     limit: u32,
+    cap: usize,
     by_ip: Mutex<HashMap<IpAddr, Counter>>,
     by_subject: Mutex<HashMap<String, Counter>>,
 }
 
 impl FailureThrottle {
     pub fn new(limit: u32) -> Self {
+        Self::with_cap(limit, MAX_TRACKED)
+    }
+
+    /// A throttle tracking at most `cap` addresses and `cap` subjects.
+    pub fn with_cap(limit: u32, cap: usize) -> Self {
         Self {
             limit,
+            cap: cap.max(1),
             by_ip: Mutex::default(),
             by_subject: Mutex::default(),
         }
@@ -76,8 +86,8 @@ impl FailureThrottle {
             return;
         }
         let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= SWEEP_AT {
-            map.retain(|_, c| c.started.elapsed() < WINDOW);
+        if map.len() >= self.cap && !map.contains_key(&key) {
+            self.make_room(&mut map);
         }
         let now = Instant::now();
         let c = map.entry(key).or_insert(Counter {
@@ -91,6 +101,21 @@ impl FailureThrottle {
             };
         }
         c.failures += 1;
+    }
+
+    /// Brings a full map below its cap, evicting what matters least first.
+    fn make_room<K: Hash + Eq>(&self, map: &mut HashMap<K, Counter>) {
+        map.retain(|_, c| c.started.elapsed() < WINDOW);
+        if map.len() >= self.cap {
+            map.retain(|_, c| c.failures >= self.limit);
+        }
+        if map.len() >= self.cap {
+            // Every entry is blocking: drop the oldest half, whose windows end first.
+            let mut starts: Vec<Instant> = map.values().map(|c| c.started).collect();
+            starts.sort_unstable();
+            let cutoff = starts[starts.len() / 2];
+            map.retain(|_, c| c.started > cutoff);
+        }
     }
 
     pub fn check_subject(&self, subject: &str) -> Result<(), ApiError> {
@@ -166,5 +191,32 @@ mod tests {
             t.by_ip.lock().unwrap().is_empty(),
             "nothing is kept while off"
         );
+    }
+
+    #[test]
+    fn the_map_never_grows_past_its_cap() {
+        let t = FailureThrottle::with_cap(2, 4);
+        let blocked: IpAddr = "10.0.0.1".parse().unwrap();
+        t.record(&t.by_ip, blocked);
+        t.record(&t.by_ip, blocked);
+        // A flood of distinct addresses, each failing once.
+        for i in 0..1000u32 {
+            t.record(&t.by_ip, IpAddr::from(i.to_be_bytes()));
+            assert!(t.by_ip.lock().unwrap().len() <= 4);
+        }
+        assert!(
+            t.blocked(&t.by_ip, &blocked).is_some(),
+            "an address that used up its failures is kept over ones that did not"
+        );
+        // Even when every tracked entry is blocking, the cap holds.
+        for i in 0..1000u32 {
+            let ip = IpAddr::from((i + 5000).to_be_bytes());
+            t.record(&t.by_ip, ip);
+            t.record(&t.by_ip, ip);
+            assert!(t.by_ip.lock().unwrap().len() <= 4);
+        }
+        assert!(t
+            .blocked(&t.by_ip, &IpAddr::from(5999u32.to_be_bytes()))
+            .is_some());
     }
 }

@@ -12,7 +12,9 @@ on_both_backends!(
     scope_and_roles_bound_writes,
     bad_tokens_are_refused,
     guessing_is_throttled,
-    rotated_out_keys_are_refused
+    rotated_out_keys_are_refused,
+    first_auth_mistakes_are_named,
+    readiness_hides_driver_errors
 );
 
 fn claims(exp_offset: i64, nbf_offset: i64) -> serde_json::Value {
@@ -240,4 +242,116 @@ async fn rotated_out_keys_are_refused(backend: Backend) {
         .unwrap()
         .contains("no longer accepted"));
     after.stop().await;
+}
+
+async fn first_auth_mistakes_are_named(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let detail = |r: crate::helpers::Reply| r.body["detail"].as_str().unwrap().to_string();
+    // `Bearer ` with nothing after it: the scheme is right, the token is missing.
+    let r = app.get("/api/v1/summary", "").await.expect(401);
+    assert!(detail(r).contains("token is empty"));
+    let r = app
+        .client
+        .get(app.url("/api/v1/summary"))
+        .insert_header(("Authorization", format!("Basic {}", app.viewer)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    // The scheme is case-insensitive.
+    let r = app
+        .client
+        .get(app.url("/api/v1/summary"))
+        .insert_header(("Authorization", format!("BEARER {}", app.viewer)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // `"depots": null` is not "every depot".
+    let mut c = claims(3600, 0);
+    c["depots"] = serde_json::Value::Null;
+    let r = app
+        .post_new(
+            "/api/v1/acquisitions",
+            &sign(&c, SECRET.as_bytes()),
+            &movement("NV1", "Nd", "1"),
+        )
+        .await
+        .expect(401);
+    assert!(detail(r).contains("`depots` claim is null"));
+    c["depots"] = json!(["NV1"]);
+    app.get("/api/v1/summary", &sign(&c, SECRET.as_bytes()))
+        .await
+        .expect(200);
+    // A century-long token is refused, and the limit is named.
+    let r = app
+        .get(
+            "/api/v1/summary",
+            &sign(&claims(100 * 365 * 86_400, 0), SECRET.as_bytes()),
+        )
+        .await
+        .expect(401);
+    assert!(detail(r).contains("30-day maximum"));
+    app.get(
+        "/api/v1/summary",
+        &sign(&claims(29 * 86_400, 0), SECRET.as_bytes()),
+    )
+    .await
+    .expect(200);
+    app.stop().await;
+    // The maximum is a setting.
+    let app = crate::helpers::spawn_app_with(backend, |s| s.auth.max_token_lifetime_days = 1).await;
+    let r = app
+        .get(
+            "/api/v1/summary",
+            &sign(&claims(2 * 86_400, 0), SECRET.as_bytes()),
+        )
+        .await
+        .expect(401);
+    assert!(detail(r).contains("1-day maximum"));
+    app.stop().await;
+}
+
+async fn readiness_hides_driver_errors(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // Break the database behind the server's back.
+    let secret_text = match &app.db {
+        crate::helpers::TestDb::Sqlite { url, .. } => {
+            // The migration table becomes a view of a table that does not
+            // exist, so reading the migration state fails in the driver.
+            use diesel::connection::SimpleConnection;
+            use diesel::Connection;
+            let mut conn =
+                diesel::SqliteConnection::establish(url.trim_start_matches("sqlite://")).unwrap();
+            conn.batch_execute(
+                "ALTER TABLE __diesel_schema_migrations RENAME TO hidden_migrations; \
+                 CREATE VIEW __diesel_schema_migrations AS SELECT * FROM vanished_table_xyz;",
+            )
+            .unwrap();
+            "vanished_table_xyz".to_string()
+        }
+        crate::helpers::TestDb::Postgres {
+            admin_url, name, ..
+        } => {
+            use diesel::{Connection, RunQueryDsl};
+            let mut conn = diesel::PgConnection::establish(admin_url).unwrap();
+            diesel::sql_query(format!("DROP DATABASE {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .unwrap();
+            name.clone()
+        }
+    };
+    let mut r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let body = String::from_utf8(r.body().await.unwrap().to_vec()).unwrap();
+    assert!(
+        !body.contains(&secret_text) && !body.contains("127.0.0.1"),
+        "driver error text leaked: {body}"
+    );
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["status"], "not ready");
+    assert!(body["reason"].as_str().unwrap().contains("server log"));
+    app.stop().await;
 }
