@@ -85,6 +85,17 @@ fn parse_fixed(s: &str, scale: usize, max_int: usize, unit: &str) -> Result<i64,
         "\"12.50\""
     };
     let bad = || format!("must be a decimal string of {unit} such as {example}");
+    if s.starts_with(['-', '+']) {
+        let why = if scale == 3 {
+            "; the kind of movement (acquisition or release) says which way stock goes"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "must not carry a sign (\"-\" or \"+\"): send a decimal string of {unit} \
+             such as {example}{why}"
+        ));
+    }
     let (int, frac) = match s.split_once('.') {
         Some((i, f)) => (i, Some(f)),
         None => (s, None),
@@ -277,6 +288,10 @@ mod tests {
         assert!(Grams::parse_kg("0.0001")
             .unwrap_err()
             .contains("more than 3 decimal places"));
+        for signed in ["-5", "+5", "-0"] {
+            let e = Grams::parse_kg(signed).unwrap_err();
+            assert!(e.contains("must not carry a sign"), "{signed}: {e}");
+        }
     }
 
     #[test]

@@ -103,16 +103,41 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
                     } else {
                         path
                     };
-                    Err(ApiError::Validation(vec![FieldError::new(
-                        field,
-                        clean_message(&inner),
-                    )]))
+                    let message =
+                        number_for_decimal(&field, &inner).unwrap_or_else(|| clean_message(&inner));
+                    Err(ApiError::Validation(vec![FieldError::new(field, message)]))
                 }
                 Category::Syntax | Category::Eof | Category::Io => Err(ApiError::BadRequest(
                     format!("malformed JSON: {}", clean_message(&inner)),
                 )),
             }
         }
+    }
+}
+
+/// What to say when a JSON number arrives where the API wants an exact decimal
+/// string: serde's "invalid type: floating point `12.5`, expected a string"
+/// does not tell a newcomer what to send instead.
+fn number_for_decimal(field: &str, e: &serde_json::Error) -> Option<String> {
+    let msg = e.to_string();
+    if !(msg.starts_with("invalid type: integer")
+        || msg.starts_with("invalid type: floating point"))
+    {
+        return None;
+    }
+    let name = field.rsplit('.').next().unwrap_or(field);
+    if name.ends_with("_kg") || name.contains("_kg_") {
+        Some(
+            "send kilograms as a string such as \"12.500\", not a JSON number: quantities are exact decimals"
+                .into(),
+        )
+    } else if name.contains("price") {
+        Some(
+            "send prices as a string such as \"81.25\", not a JSON number: money is an exact decimal"
+                .into(),
+        )
+    } else {
+        None
     }
 }
 
@@ -182,5 +207,23 @@ mod tests {
             parse::<Body>(br#"{"quantity_kg":"1"} {}"#),
             Err(ApiError::BadRequest(_))
         ));
+    }
+
+    fn message_of(e: ApiError) -> String {
+        match e {
+            ApiError::Validation(v) => v[0].message.clone(),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn kilograms_sent_as_numbers_are_told_to_use_strings() {
+        for body in [&br#"{"quantity_kg": 12.5}"#[..], br#"{"quantity_kg": 12}"#] {
+            let m = message_of(parse::<Body>(body).unwrap_err());
+            assert!(m.contains("as a string such as \"12.500\""), "{m}");
+        }
+        // Other wrong types keep serde's wording, which names the type.
+        let m = message_of(parse::<Body>(br#"{"quantity_kg": true}"#).unwrap_err());
+        assert!(m.contains("invalid type: boolean"), "{m}");
     }
 }

@@ -8,6 +8,7 @@ pub mod request_id;
 pub mod throttle;
 
 use actix_web::{dev::Payload, FromRequest, HttpRequest};
+use chrono::{DateTime, Utc};
 use std::future::{ready, Ready};
 
 use crate::error::{ApiError, FieldError};
@@ -84,4 +85,33 @@ pub fn check_text(
         return None;
     }
     Some(trimmed.to_string())
+}
+
+/// Parses a timestamp from a query string. A raw `+` in a query string means a
+/// space, so `as_of=2026-11-26T09:30:00+01:00` arrives as `…00 01:00`; when
+/// that is what went wrong, the message says how to send it.
+pub fn query_instant(value: &str) -> Result<DateTime<Utc>, String> {
+    crate::db::types::parse_rfc3339(value).map_err(|e| {
+        if value.contains(' ') && crate::db::types::parse_rfc3339(&value.replace(' ', "+")).is_ok()
+        {
+            format!(
+                "{e}; a \"+\" in a query string arrives as a space, so encode the offset's \
+                 \"+\" as %2B (e.g. 2026-11-26T09:30:00%2B01:00)"
+            )
+        } else {
+            e
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_plus_decoded_as_a_space_gets_a_hint() {
+        let e = super::query_instant("2026-11-26T09:30:00 01:00").unwrap_err();
+        assert!(e.contains("%2B"), "{e}");
+        let e = super::query_instant("yesterday").unwrap_err();
+        assert!(!e.contains("%2B"), "{e}");
+        assert!(super::query_instant("2026-11-26T09:30:00+01:00").is_ok());
+    }
 }

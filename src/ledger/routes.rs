@@ -210,7 +210,7 @@ pub async fn list(
     });
     let mut time = |name: &str, v: &Option<String>| {
         v.as_deref().and_then(|s| {
-            types::parse_rfc3339(s)
+            crate::http::query_instant(s)
                 .map_err(|e| errors.push(FieldError::new(name, e)))
                 .ok()
         })

@@ -217,7 +217,7 @@ pub async fn balance(
     let id = path_id(&path.into_inner())?;
     let as_of = match &query.as_of {
         None => types::now(),
-        Some(s) => types::parse_rfc3339(s).map_err(|e| ApiError::field("as_of", e))?,
+        Some(s) => crate::http::query_instant(s).map_err(|e| ApiError::field("as_of", e))?,
     };
     let view = state
         .db(move |conn| {

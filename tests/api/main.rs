@@ -7,6 +7,7 @@ mod auth;
 mod depots;
 mod hardening;
 mod ledger;
+mod messages;
 mod openapi;
 mod pagination;
 mod properties;
