@@ -52,6 +52,25 @@ pub fn fingerprint(method: &str, route: &str, body: &impl Serialize) -> String {
     hex::encode(h.finalize())
 }
 
+/// The status a first response is stored with: fixed (`StatusCode::CREATED`),
+/// or decided from the written value (201 for a new resource, 200 for one that
+/// already existed).
+pub trait StatusFor<T> {
+    fn status_for(&self, value: &T) -> StatusCode;
+}
+
+impl<T> StatusFor<T> for StatusCode {
+    fn status_for(&self, _: &T) -> StatusCode {
+        *self
+    }
+}
+
+impl<T, F: Fn(&T) -> StatusCode> StatusFor<T> for F {
+    fn status_for(&self, value: &T) -> StatusCode {
+        self(value)
+    }
+}
+
 enum TxError {
     Api(ApiError),
     KeyTaken,
@@ -78,7 +97,7 @@ pub fn run<T, F>(
     subject: &str,
     key: &str,
     request_hash: &str,
-    status: StatusCode,
+    status: impl StatusFor<T>,
     write: F,
 ) -> ApiResult<StoredResponse>
 where
@@ -95,6 +114,7 @@ where
     }
     let result = write_transaction(conn, |c| -> Result<StoredResponse, TxError> {
         let value = write(c)?;
+        let status = status.status_for(&value);
         let body = serde_json::to_string(&value).map_err(ApiError::internal)?;
         let inserted = diesel::insert_into(rec::table)
             .values((

@@ -77,7 +77,7 @@ impl AppState {
         subject: String,
         key: String,
         request_hash: String,
-        status: actix_web::http::StatusCode,
+        status: impl idempotency::StatusFor<T> + Send + 'static,
         write: F,
     ) -> ApiResult<idempotency::StoredResponse>
     where

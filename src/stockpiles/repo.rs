@@ -19,7 +19,7 @@ pub fn insert_if_missing(
     depot_id: i64,
     key: &StockpileKey,
     now: DateTime<Utc>,
-) -> ApiResult<()> {
+) -> ApiResult<bool> {
     let values = (
         stockpiles::depot_id.eq(depot_id),
         stockpiles::element.eq(key.element.as_str()),
@@ -34,11 +34,11 @@ pub fn insert_if_missing(
     let insert = diesel::insert_into(stockpiles::table)
         .values(values)
         .on_conflict_do_nothing();
-    match conn {
+    let inserted = match conn {
         DbConn::Postgres(c) => insert.execute(c)?,
         DbConn::Sqlite(c) => insert.execute(c)?,
     };
-    Ok(())
+    Ok(inserted > 0)
 }
 
 /// A stockpile as the API shows it.
@@ -158,8 +158,9 @@ pub fn get(conn: &mut DbConn, id: i64) -> ApiResult<StockpileView> {
 }
 
 /// Finds the stockpile for `key`, creating it when missing (explicit creation,
-/// before any stock arrives). Runs inside a write transaction.
-pub fn create(conn: &mut DbConn, key: &StockpileKey) -> ApiResult<StockpileView> {
+/// before any stock arrives). Runs inside a write transaction. Says whether it
+/// was created (`true`) or already existed.
+pub fn create(conn: &mut DbConn, key: &StockpileKey) -> ApiResult<(StockpileView, bool)> {
     let depot: Option<(i64, String)> = depots::table
         .filter(depots::code.eq(key.depot.as_str()))
         .select((depots::id, depots::status))
@@ -174,7 +175,7 @@ pub fn create(conn: &mut DbConn, key: &StockpileKey) -> ApiResult<StockpileView>
             serde_json::json!({ "depot": key.depot.as_str(), "depot_status": status }),
         ));
     }
-    insert_if_missing(conn, depot_id, key, types::now())?;
+    let created = insert_if_missing(conn, depot_id, key, types::now())?;
     let id: i64 = stockpiles::table
         .filter(stockpiles::depot_id.eq(depot_id))
         .filter(stockpiles::element.eq(key.element.as_str()))
@@ -182,5 +183,5 @@ pub fn create(conn: &mut DbConn, key: &StockpileKey) -> ApiResult<StockpileView>
         .filter(stockpiles::grade.eq(key.grade.as_str()))
         .select(stockpiles::id)
         .first(conn)?;
-    get(conn, id)
+    Ok((get(conn, id)?, created))
 }

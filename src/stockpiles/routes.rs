@@ -165,16 +165,36 @@ pub async fn create(
     };
     user.require_depot(stockpile_key.depot.as_str())?;
     let hash = idempotency::fingerprint("POST", "/api/v1/stockpiles", &body);
+    // 201 when this request created the stockpile, 200 with the existing one
+    // otherwise: either way the caller can post against it.
     let stored = state
         .idempotent(
             user.subject.clone(),
             key.0.clone(),
             hash,
-            StatusCode::CREATED,
-            move |c| repo::create(c, &stockpile_key),
+            |found: &Found| {
+                if found.created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                }
+            },
+            move |c| {
+                let (view, created) = repo::create(c, &stockpile_key)?;
+                Ok(Found { view, created })
+            },
         )
         .await?;
     Ok(stored.into_http())
+}
+
+/// A stockpile found or created by `POST /stockpiles`; serialised as the view.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Found {
+    view: StockpileView,
+    #[serde(skip)]
+    created: bool,
 }
 
 fn path_id(raw: &str) -> ApiResult<i64> {

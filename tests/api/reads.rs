@@ -67,6 +67,16 @@ async fn stockpiles_list_filters_and_pages(backend: Backend) {
         .await
         .expect(201);
     assert_eq!(created.body["on_hand_kg"], "0.000");
+    // Asking again for the same stockpile finds it: 200, not another 201.
+    let again = app
+        .post_new(
+            "/api/v1/stockpiles",
+            &app.operator,
+            &json!({"depot": "tx2", "element": "LU", "form": "metal", "grade": "99.990"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(again.body["id"], created.body["id"]);
     let nd = app
         .get("/api/v1/stockpiles?element=Nd", &app.viewer)
         .await
