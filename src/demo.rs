@@ -1,8 +1,14 @@
 //! A realistic demo data set: five depots, all 17 elements, a year of
 //! acquisitions, releases and transfers, posted through the real ledger so
 //! every balance, hash and sequence is genuine. Deterministic (fixed seed).
+//!
+//! Also the demo's signing secret: `serve --demo` without a configured secret
+//! keeps a generated one in a file beside its database, so that tokens survive
+//! a restart and `reserve token` can mint tokens the demo server accepts.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use chrono::{Duration, Utc};
 use diesel::prelude::*;
@@ -11,7 +17,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use crate::config::LedgerSettings;
 use crate::db::schema::depots;
 use crate::db::types::{self, Grade, Grams, Micros};
-use crate::db::{write_transaction, DbConn};
+use crate::db::{write_transaction, DatabaseUrl, DbConn};
 use crate::depots::dto::NewDepot;
 use crate::depots::model::DepotCode;
 use crate::elements::model::{ElementSymbol, Form};
@@ -226,4 +232,114 @@ fn seed_all(conn: &mut DbConn) -> ApiResult<String> {
         "{} depots, {postings} movements, {entries} ledger entries over the past year",
         DEPOTS.len()
     ))
+}
+
+/// Where the demo keeps its generated signing secret: beside a SQLite database
+/// file (`data/reserve.db` → `data/reserve.demo-secret`), and for PostgreSQL or
+/// an in-memory SQLite database, `data/reserve-<backend>.demo-secret` under the
+/// working directory.
+pub fn secret_path(url: &DatabaseUrl) -> PathBuf {
+    match url {
+        DatabaseUrl::Sqlite(path) if path != ":memory:" => {
+            Path::new(path).with_extension("demo-secret")
+        }
+        other => Path::new("data").join(format!("reserve-{}.demo-secret", other.backend())),
+    }
+}
+
+/// Reads the demo secret at `path`, if there is one.
+pub fn read_secret(path: &Path) -> anyhow::Result<Option<String>> {
+    use anyhow::Context;
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let secret = text.trim().to_string();
+    anyhow::ensure!(
+        secret.len() >= crate::auth::MIN_SECRET_BYTES,
+        "{} does not hold a usable secret (at least {} bytes); delete it and run `serve --demo` again",
+        path.display(),
+        crate::auth::MIN_SECRET_BYTES
+    );
+    Ok(Some(secret))
+}
+
+/// The demo secret at `path`, generated and written (mode 0600) when missing.
+/// Returns the secret and whether it was just created.
+pub fn load_or_create_secret(path: &Path) -> anyhow::Result<(String, bool)> {
+    use anyhow::Context;
+    if let Some(secret) = read_secret(path)? {
+        return Ok((secret, false));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    let secret = hex::encode(bytes);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(mut file) => {
+            file.write_all(format!("{secret}\n").as_bytes())
+                .and_then(|_| file.sync_all())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok((secret, true))
+        }
+        // Another demo process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let secret = read_secret(path)?
+                .with_context(|| format!("{} vanished while being read", path.display()))?;
+            Ok((secret, false))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_lives_beside_the_database() {
+        let at = |u: &str| secret_path(&DatabaseUrl::parse(u).unwrap());
+        assert_eq!(
+            at("sqlite://data/reserve.db"),
+            PathBuf::from("data/reserve.demo-secret")
+        );
+        assert_eq!(
+            at("sqlite:///tmp/x/demo"),
+            PathBuf::from("/tmp/x/demo.demo-secret")
+        );
+        assert_eq!(
+            at("postgres://postgres@127.0.0.1/reserve"),
+            PathBuf::from("data/reserve-postgres.demo-secret")
+        );
+        assert_eq!(
+            at("sqlite::memory:"),
+            PathBuf::from("data/reserve-sqlite.demo-secret")
+        );
+    }
+
+    #[test]
+    fn the_secret_is_created_once_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/reserve.demo-secret");
+        assert_eq!(read_secret(&path).unwrap(), None);
+        let (first, created) = load_or_create_secret(&path).unwrap();
+        assert!(created && first.len() >= crate::auth::MIN_SECRET_BYTES);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let (again, created) = load_or_create_secret(&path).unwrap();
+        assert_eq!((again.as_str(), created), (first.as_str(), false));
+        std::fs::write(&path, "short").unwrap();
+        assert!(read_secret(&path).is_err());
+    }
 }

@@ -37,8 +37,9 @@ enum Command {
         /// HOST:PORT to listen on (beats RESERVE_BIND).
         #[arg(long)]
         bind: Option<String>,
-        /// Seed demo data into an empty database and print tokens; generates a
-        /// signing secret when none is configured.
+        /// Seed demo data into an empty database and print tokens. Without a
+        /// configured secret it generates one and keeps it beside the database
+        /// (data/reserve.demo-secret), where `reserve token` finds it.
         #[arg(long)]
         demo: bool,
         /// Worker threads (0: one per CPU).
@@ -49,7 +50,8 @@ enum Command {
     Migrate,
     /// Seed the demo data set into an empty database.
     SeedDemo,
-    /// Print a signed token.
+    /// Print a signed token. Without a configured secret it uses the one
+    /// `serve --demo` keeps beside the database (data/reserve.demo-secret).
     Token {
         /// Subject: who the token speaks for.
         #[arg(long)]
@@ -60,7 +62,7 @@ enum Command {
         /// Limit the token to these depots (repeatable); default: every depot.
         #[arg(long = "depot")]
         depots: Vec<String>,
-        /// Lifetime, e.g. 30m, 8h, 7d.
+        /// Lifetime, e.g. 30m, 8h, 7d; at most auth.max_token_lifetime_days.
         #[arg(long, default_value = "8h")]
         ttl: String,
     },
@@ -137,15 +139,29 @@ fn keys(settings: &Settings) -> anyhow::Result<TokenKeys> {
     TokenKeys::hs256(settings.auth.jwt_secret.as_bytes(), &settings.auth)
 }
 
+/// Where the demo keeps its secret for the configured database.
+fn demo_secret_path(settings: &Settings) -> anyhow::Result<PathBuf> {
+    let url = db::DatabaseUrl::parse(&settings.database.url).map_err(anyhow::Error::msg)?;
+    Ok(reserve::demo::secret_path(&url))
+}
+
 fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
     if settings.auth.jwt_secret.is_empty() && demo {
-        use rand::RngCore;
-        let mut secret = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut secret);
-        settings.auth.jwt_secret = hex::encode(secret);
-        eprintln!(
-            "demo: generated a signing secret for this run only; tokens die with the process"
-        );
+        let path = demo_secret_path(&settings)?;
+        let (secret, created) = reserve::demo::load_or_create_secret(&path)?;
+        settings.auth.jwt_secret = secret;
+        if created {
+            eprintln!(
+                "demo: generated a signing secret and kept it in {} (mode 0600): tokens survive \
+                 restarts, and `reserve token` mints tokens this server accepts",
+                path.display()
+            );
+        } else {
+            eprintln!(
+                "demo: signing with the secret kept in {} by an earlier run",
+                path.display()
+            );
+        }
     }
     let keys = keys(&settings)?;
     let bind = settings.server.bind.clone();
@@ -200,7 +216,25 @@ fn token(
     depots: Vec<String>,
     ttl: &str,
 ) -> anyhow::Result<()> {
-    let keys = keys(settings)?;
+    let keys = if settings.auth.jwt_secret.is_empty() {
+        let path = demo_secret_path(settings)?;
+        let secret = reserve::demo::read_secret(&path)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "no JWT secret configured and no demo secret at {path}: set RESERVE_JWT_SECRET \
+                 to the secret your server uses (at least 32 bytes), or run `reserve serve --demo` \
+                 once with the same database first: it keeps its secret in {path}, and \
+                 `reserve token` then uses it",
+                path = path.display()
+            )
+        })?;
+        eprintln!(
+            "reserve: no JWT secret configured; signing with the demo secret in {}",
+            path.display()
+        );
+        TokenKeys::hs256(secret.as_bytes(), &settings.auth)?
+    } else {
+        keys(settings)?
+    };
     let roles = roles
         .iter()
         .map(|r| {
