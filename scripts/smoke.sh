@@ -31,6 +31,8 @@ import json, sys
 s = json.load(sys.stdin)
 assert s["totals"]["depots"] == 5, s["totals"]
 assert len(s["elements"]) == 17
+empty = [e["element"] for e in s["elements"] if e["on_hand_kg"] == "0.000"]
+assert not empty, f"the demo holds no stock of {empty}"
 assert s["last_sequence"] > 500, s["last_sequence"]
 print("summary:", s["totals"], "entries:", s["last_sequence"])
 '

@@ -228,6 +228,55 @@ fn seed_all(conn: &mut DbConn) -> ApiResult<String> {
             )?;
         }
     }
+    // Lutetium, the scarcest heavy rare earth: a few small lots a year. Drawn
+    // from a stream of its own, after the rest, so that adding it left every
+    // other figure of the demo (and of the README's tour) as it was.
+    let mut lu_rng = StdRng::seed_from_u64(71);
+    for quarter in 0..4i64 {
+        let depot = [0usize, 1][quarter as usize % 2];
+        let grams = 150_000 * lu_rng.gen_range(50..150) / 100;
+        if !fits(depot_total[depot], depot, grams) {
+            continue;
+        }
+        depot_total[depot] += grams;
+        let week = quarter * 13 + lu_rng.gen_range(0..13);
+        let when = types::truncate_micros(
+            start + Duration::days(week * 7) + Duration::minutes(lu_rng.gen_range(0..1440)),
+        );
+        let leg = Leg {
+            key: StockpileKey {
+                depot: DepotCode::parse(DEPOTS[depot].0).expect("valid demo code"),
+                element: ElementSymbol::parse("Lu").expect("valid demo element"),
+                form: Form::Oxide,
+                grade: Grade::parse("99.99").expect("valid demo grade"),
+            },
+            kind: EntryKind::Acquisition,
+            quantity: Grams(grams),
+            occurred_at: when,
+            occurred_at_given: true,
+            details: EntryDetails {
+                reference: Some(format!("CTR-LU-{week:03}")),
+                counterparty: Some("Allied Rare Earths Ltd".into()),
+                origin_country: Some(ORIGINS[lu_rng.gen_range(0..ORIGINS.len())].into()),
+                unit_price: Some(Micros(lu_rng.gen_range(700..1200) * 1_000_000)),
+                currency: Some("USD".into()),
+                note: None,
+            },
+            field_prefix: String::new(),
+        };
+        entries += 1;
+        postings += 1;
+        let key = format!("demo-{postings}");
+        post(
+            conn,
+            &settings,
+            Posting {
+                actor: "demo-seed",
+                idempotency_key: &key,
+                legs: vec![leg],
+            },
+        )?;
+    }
     Ok(format!(
         "{} depots, {postings} movements, {entries} ledger entries over the past year",
         DEPOTS.len()
@@ -302,6 +351,27 @@ pub fn load_or_create_secret(path: &Path) -> anyhow::Result<(String, bool)> {
 #[cfg(test)]
 mod secret_tests {
     use super::*;
+
+    #[test]
+    fn the_demo_holds_stock_of_every_element() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::Sqlite(dir.path().join("demo.db").display().to_string());
+        let mut conn = crate::db::open(&url).unwrap();
+        crate::db::run_migrations(&mut conn).unwrap();
+        seed(&mut conn)
+            .unwrap()
+            .expect("an empty database is seeded");
+        use crate::db::schema::stockpiles;
+        let held: Vec<String> = stockpiles::table
+            .filter(stockpiles::on_hand_g.gt(0i64))
+            .select(stockpiles::element)
+            .distinct()
+            .load(&mut conn)
+            .unwrap();
+        for (symbol, _) in crate::elements::model::ELEMENTS {
+            assert!(held.iter().any(|h| h == symbol), "no stock of {symbol}");
+        }
+    }
 
     #[test]
     fn the_secret_lives_beside_the_database() {
