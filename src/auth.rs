@@ -377,9 +377,7 @@ fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
 /// like a wrong scheme.
 fn bearer_token(value: &str) -> Result<&str, ApiError> {
     let value = value.trim();
-    let (scheme, token) = value
-        .split_once([' ', '\t'])
-        .unwrap_or((value, ""));
+    let (scheme, token) = value.split_once([' ', '\t']).unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(ApiError::Unauthorized(
             "the Authorization scheme must be Bearer: send `Authorization: Bearer <token>`".into(),
