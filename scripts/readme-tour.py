@@ -266,8 +266,21 @@ def render(parts: list, tour: Tour) -> str:
     return "\n".join(out)
 
 
+def tools() -> None:
+    """The tour's commands use curl and jq; install them where they are missing
+    (CI runs as root on Debian, as scripts/ensure-postgres.sh assumes too)."""
+    missing = [t for t in ("curl", "jq") if shutil.which(t) is None]
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        sys.exit(f"readme-tour: install {' and '.join(missing)} first")
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True)
+
+
 def main() -> int:
     check = "--check" in sys.argv[1:]
+    tools()
     text = README.read_text()
     if text.count(BEGIN) != 1 or text.count(END) != 1:
         sys.exit(f"readme-tour: README.md needs one {BEGIN} and one {END}")

@@ -79,8 +79,8 @@ impl PageRequest {
     /// while rows remain. (Oldest-first lists once returned a cursor on every
     /// page, even an empty last one, so that a reader could poll for new rows;
     /// a client that trusted "null on the last page" then looped forever. A
-    /// reader that follows the ledger keeps the cursor of its last full page,
-    /// or its first request, and asks again with it.)
+    /// reader following the ledger as it grows asks again with the cursor that
+    /// fetched its last page, and skips the sequences it already has.)
     pub fn finish<T>(&self, mut rows: Vec<T>, key: impl Fn(&T) -> i64) -> (Vec<T>, Option<String>) {
         let more = rows.len() as i64 > self.limit;
         rows.truncate(self.limit as usize);
