@@ -99,6 +99,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    depot_history (depot_id, version) {
+        depot_id -> BigInt,
+        version -> BigInt,
+        status -> Text,
+        capacity_g -> BigInt,
+        max_drawdown_g_per_day -> BigInt,
+        changed_at -> Timestamp,
+        changed_by -> Text,
+    }
+}
+
+diesel::table! {
     period_locks (id) {
         id -> BigInt,
         locked_before -> Timestamp,
@@ -109,6 +121,7 @@ diesel::table! {
 }
 
 diesel::joinable!(stockpiles -> depots (depot_id));
+diesel::joinable!(depot_history -> depots (depot_id));
 diesel::joinable!(ledger_entries -> stockpiles (stockpile_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -121,4 +134,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     ledger_entries,
     idempotency_records,
     period_locks,
+    depot_history,
 );

@@ -4,7 +4,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::db::schema::period_locks as pl;
+use crate::db::schema::{ledger_head, period_locks as pl};
 use crate::db::{types, DbConn};
 use crate::error::{ApiError, ApiResult};
 
@@ -46,6 +46,12 @@ pub fn insert(
     reason: &str,
     set_by: &str,
 ) -> ApiResult<PeriodLockView> {
+    // Take `ledger_head`, the lock every posting holds while it checks the
+    // period lock and until it commits: a posting in flight either commits
+    // before this lock exists, or sees it and is refused. Never both.
+    diesel::update(ledger_head::table.filter(ledger_head::id.eq(1)))
+        .set(ledger_head::last_sequence.eq(ledger_head::last_sequence))
+        .execute(conn)?;
     let now = types::now();
     if locked_before > now {
         return Err(ApiError::field(

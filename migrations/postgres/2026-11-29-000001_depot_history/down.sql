@@ -1,0 +1,3 @@
+DROP INDEX idempotency_records_created;
+DROP TABLE depot_history;
+DROP FUNCTION depot_history_append_only();

@@ -1,0 +1,4 @@
+DROP INDEX idempotency_records_created;
+DROP TRIGGER depot_history_no_delete;
+DROP TRIGGER depot_history_no_update;
+DROP TABLE depot_history;
