@@ -117,6 +117,7 @@ diesel::table! {
         reason -> Text,
         set_by -> Text,
         created_at -> Timestamp,
+        after_sequence -> BigInt,
     }
 }
 

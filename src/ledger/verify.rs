@@ -308,6 +308,9 @@ fn verify_snapshot(conn: &mut DbConn) -> ApiResult<VerifyReport> {
     if first_problem.is_none() {
         first_problem = check_drawdown_days(conn, &outflows)?;
     }
+    if first_problem.is_none() {
+        first_problem = check_period_locks(conn)?;
+    }
     Ok(VerifyReport {
         ok: first_problem.is_none(),
         entries_checked: checked,
@@ -373,6 +376,36 @@ fn check_drawdown_days(
                     d.shipped_g,
                     day.format("%Y-%m-%d"),
                     limit
+                ),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// No entry posted after a period lock was set may occur before it.
+fn check_period_locks(conn: &mut DbConn) -> ApiResult<Option<Finding>> {
+    use crate::db::schema::period_locks as pl;
+    let locks: Vec<(i64, chrono::NaiveDateTime)> = pl::table
+        .filter(pl::after_sequence.gt(0))
+        .select((pl::after_sequence, pl::locked_before))
+        .load(conn)?;
+    for (after_sequence, locked_before) in locks {
+        let early: Option<(i64, i64)> = le::table
+            .filter(le::sequence.gt(after_sequence))
+            .filter(le::occurred_at.lt(locked_before))
+            .order(le::sequence.asc())
+            .select((le::sequence, le::stockpile_id))
+            .first(conn)
+            .optional()?;
+        if let Some((sequence, stockpile_id)) = early {
+            return Ok(Some(Finding {
+                sequence: Some(sequence),
+                stockpile_id: Some(stockpile_id),
+                depot_id: None,
+                problem: format!(
+                    "the entry was posted after the books were closed before {} (at sequence {after_sequence}) but occurred before that",
+                    types::rfc3339(types::from_db(locked_before))
                 ),
             }));
         }

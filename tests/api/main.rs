@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod depots;
 mod hardening;
+mod integrity;
 mod ledger;
 mod openapi;
 mod properties;

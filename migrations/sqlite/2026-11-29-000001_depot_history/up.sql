@@ -25,3 +25,8 @@ END;
 
 -- Expired idempotency records are purged by age.
 CREATE INDEX idempotency_records_created ON idempotency_records (created_at);
+
+-- The ledger sequence a period lock was set after (read under `ledger_head`):
+-- every later entry must occur at or after `locked_before`, which verification
+-- checks. Locks set before this column existed say 0 and are not checked.
+ALTER TABLE period_locks ADD COLUMN after_sequence BIGINT NOT NULL DEFAULT 0;
