@@ -20,8 +20,8 @@ use crate::cluster::{get_json, Cluster};
 use crate::helpers::{postgres_skipped, test_settings, Backend, TestDb, SECRET};
 
 /// How long the outside session holds its lock.
-const HOLD: Duration = Duration::from_millis(1500);
-/// Gap between the two requests, so the first is queued before the second.
+const HOLD: Duration = Duration::from_millis(2000);
+/// On SQLite, the pause between the two requests.
 const GAP: Duration = Duration::from_millis(300);
 
 struct Race {
@@ -158,6 +158,48 @@ impl Race {
         .await
     }
 
+    /// Waits until the first request is queued on a lock: on PostgreSQL until
+    /// a session of this database waits on one (giving up after 10 s, by when
+    /// the held lock is long gone and the first request ran first); on SQLite,
+    /// whose waiters cannot be seen, a fixed pause.
+    async fn first_is_queued(&self) {
+        if self.backend == Backend::Sqlite {
+            actix_rt::time::sleep(GAP).await;
+            return;
+        }
+        let url = self.db_url.clone();
+        let waiting = move || -> i64 {
+            use diesel::RunQueryDsl;
+            #[derive(diesel::QueryableByName)]
+            struct Count {
+                #[diesel(sql_type = diesel::sql_types::BigInt)]
+                n: i64,
+            }
+            let mut c = diesel::PgConnection::establish(&url).expect("watcher");
+            diesel::sql_query(
+                "SELECT count(*) AS n FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .get_result::<Count>(&mut c)
+            .expect("pg_stat_activity")
+            .n
+        };
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            let w = waiting.clone();
+            if actix_web::rt::task::spawn_blocking(w)
+                .await
+                .expect("watcher")
+                >= 1
+            {
+                return;
+            }
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Never queued: the lock was let go first, so the first request ran
+        // first anyway; the arrival order still holds.
+    }
+
     /// Holds the lock `lock_sql` takes (PostgreSQL: a `SELECT … FOR UPDATE`;
     /// SQLite: the database's write lock) from a separate session for `HOLD`,
     /// then commits. Returns once the lock is held; the receiver yields the
@@ -248,7 +290,7 @@ async fn close_queued_behind_a_batch_is_refused(backend: Backend) {
             json!({ "entries": entries }),
         ),
         async {
-            actix_rt::time::sleep(GAP).await;
+            race.first_is_queued().await;
             race.send(
                 1,
                 "POST",
@@ -315,7 +357,7 @@ async fn batch_queued_behind_a_close_is_refused(backend: Backend) {
             json!(null),
         ),
         async {
-            actix_rt::time::sleep(GAP).await;
+            race.first_is_queued().await;
             race.send(
                 1,
                 "POST",
@@ -370,7 +412,7 @@ async fn drawdown_limit_lowered_while_a_release_waits_applies_to_it(backend: Bac
             json!({"max_drawdown_kg_per_day": "10"}),
         ),
         async {
-            actix_rt::time::sleep(GAP).await;
+            race.first_is_queued().await;
             race.send(
                 0,
                 "POST",
@@ -418,7 +460,7 @@ async fn one_key_raced_on_two_replicas_answers_the_same(backend: Backend) {
             movement("RI1", "100"),
         ),
         async {
-            actix_rt::time::sleep(GAP).await;
+            race.first_is_queued().await;
             race.send(
                 1,
                 "POST",
@@ -482,7 +524,7 @@ async fn a_period_lock_and_a_backdated_posting_never_both_win(backend: Backend) 
             body,
         ),
         async {
-            actix_rt::time::sleep(GAP).await;
+            race.first_is_queued().await;
             race.send(
                 1,
                 "POST",
