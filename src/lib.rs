@@ -12,6 +12,7 @@ pub mod health;
 pub mod http;
 pub mod idempotency;
 pub mod ledger;
+pub mod orders;
 pub mod periods;
 pub mod routes;
 pub mod stockpiles;
