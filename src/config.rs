@@ -58,6 +58,8 @@ pub struct AuthSettings {
 #[serde(deny_unknown_fields)]
 pub struct LedgerSettings {
     pub max_future_skew_secs: i64,
+    /// Days an idempotency record is kept (the replay window); then purged.
+    pub idempotency_retention_days: u32,
 }
 
 impl Settings {

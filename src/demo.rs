@@ -87,12 +87,13 @@ fn seed_all(conn: &mut DbConn) -> ApiResult<String> {
                 capacity: Grams(capacity_t * 1_000),
                 max_drawdown_per_day: Grams(drawdown_kg * 1_000),
             };
-            crate::depots::repo::insert(c, &depot)?;
+            crate::depots::repo::insert(c, &depot, "demo")?;
         }
     }
 
     let settings = LedgerSettings {
         max_future_skew_secs: 60,
+        idempotency_retention_days: 30,
     };
     let start = Utc::now() - Duration::days(365);
     // In-memory mirror of the balances, so every generated movement is valid.

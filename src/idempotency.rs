@@ -6,6 +6,9 @@
 //!
 //! Refusals are not stored: a request refused for lack of stock may be retried
 //! with the same key once stock has arrived.
+//!
+//! Records are kept for `idempotency.retention_days` (default 30), then purged:
+//! that is the replay window.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -91,6 +94,13 @@ impl From<ApiError> for TxError {
 /// Runs `write` once per (subject, key) inside a write transaction, storing its
 /// response with it. A stored response is replayed at once; a key whose first
 /// request is still running in this process answers 409.
+///
+/// The key is claimed before anything is written: the transaction first takes
+/// a lock on (subject, key), then looks for a stored response, and only then
+/// writes. A request racing the same key on another replica therefore waits
+/// for the first to commit and replays its response; it never runs the write
+/// against the first one's effects (which would answer, say, 409 insufficient
+/// stock to a request that in fact succeeded).
 pub fn run<T, F>(
     conn: &mut DbConn,
     in_flight: &InFlight,
@@ -104,15 +114,17 @@ where
     T: Serialize,
     F: FnOnce(&mut DbConn) -> ApiResult<T>,
 {
+    // Fast path: a replay needs no write lock.
     if let Some(found) = lookup(conn, subject, key, request_hash)? {
         return Ok(found);
     }
     let _running = in_flight.claim(subject, key)?;
-    // The first request may have finished between the lookup and the claim.
-    if let Some(found) = lookup(conn, subject, key, request_hash)? {
-        return Ok(found);
-    }
     let result = write_transaction(conn, |c| -> Result<StoredResponse, TxError> {
+        crate::db::lock_key_for_transaction(c, key_lock(subject, key))?;
+        // The first request may have committed while this one waited.
+        if let Some(found) = lookup(c, subject, key, request_hash)? {
+            return Ok(found);
+        }
         let value = write(c)?;
         let status = status.status_for(&value);
         let body = serde_json::to_string(&value).map_err(ApiError::internal)?;
@@ -132,7 +144,8 @@ where
                 body,
                 replayed: false,
             }),
-            // Another replica committed the same key first: undo ours, replay theirs.
+            // Cannot happen while every writer claims the key first; if it
+            // does, undo ours and replay theirs rather than answer twice.
             Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
                 Err(TxError::KeyTaken)
             }
@@ -145,6 +158,25 @@ where
         Err(TxError::KeyTaken) => lookup(conn, subject, key, request_hash)?
             .ok_or_else(|| ApiError::internal(anyhow::anyhow!("idempotency record vanished"))),
     }
+}
+
+/// The advisory-lock key of (subject, key): the first 8 bytes of a SHA-256,
+/// so distinct pairs collide only by chance (and then merely wait in turn).
+fn key_lock(subject: &str, key: &str) -> i64 {
+    let mut h = Sha256::new();
+    h.update(b"idempotency\0");
+    h.update(subject.as_bytes());
+    h.update([0]);
+    h.update(key.as_bytes());
+    let digest = h.finalize();
+    i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// Deletes records older than `retention`: past it, a retried request with an
+/// old key runs again instead of replaying. Returns how many were deleted.
+pub fn purge_expired(conn: &mut DbConn, retention: chrono::Duration) -> ApiResult<usize> {
+    let cutoff = types::to_db(types::now() - retention);
+    Ok(diesel::delete(rec::table.filter(rec::created_at.lt(cutoff))).execute(conn)?)
 }
 
 fn lookup(

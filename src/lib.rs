@@ -12,6 +12,7 @@ pub mod health;
 pub mod http;
 pub mod idempotency;
 pub mod ledger;
+pub mod orders;
 pub mod periods;
 pub mod routes;
 pub mod stockpiles;
@@ -176,6 +177,7 @@ pub fn run(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result
         n => n,
     };
     let timeout = Duration::from_secs(state.settings.server.client_request_timeout_secs);
+    let maintenance = state.clone();
     let server = HttpServer::new(move || {
         App::new()
             .configure(configure(state.clone()))
@@ -189,7 +191,28 @@ pub fn run(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result
     .max_connection_rate(256)
     .listen(listener)?
     .run();
+    actix_web::rt::spawn(purge_idempotency_records(maintenance));
     Ok(server)
+}
+
+/// Purges idempotency records past their retention, at start and hourly. Every
+/// replica may run it: the DELETE is idempotent, and it is cheap on the
+/// `created_at` index.
+async fn purge_idempotency_records(state: web::Data<AppState>) {
+    let retention =
+        chrono::Duration::days(i64::from(state.settings.ledger.idempotency_retention_days));
+    let mut every_hour = actix_web::rt::time::interval(Duration::from_secs(3600));
+    loop {
+        every_hour.tick().await;
+        match state
+            .db(move |c| idempotency::purge_expired(c, retention))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "expired idempotency records purged"),
+            Err(e) => tracing::warn!(error = %e, "purging idempotency records failed"),
+        }
+    }
 }
 
 /// Opens the pool, applies migrations and builds the shared state.

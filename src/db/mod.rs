@@ -154,14 +154,47 @@ pub fn pool(url: &DatabaseUrl, size: u32, connect_timeout: Duration) -> Pool {
         .build_unchecked(DbConnManager::new(url.clone()))
 }
 
-/// Applies every pending migration of the connection's backend.
+/// Session advisory-lock key that serialises migrations across replicas
+/// starting at once on one PostgreSQL database ("reserve-migrations").
+const MIGRATION_LOCK: i64 = 0x7265_7365_7276_6d67;
+
+/// Applies every pending migration of the connection's backend. On PostgreSQL
+/// the replicas that start together queue on an advisory lock, so one applies
+/// the migrations and the others find nothing pending; without it they race
+/// and one fails on a duplicate catalog entry. SQLite's own write lock
+/// serialises migrations already.
 pub fn run_migrations(conn: &mut DbConn) -> anyhow::Result<Vec<String>> {
     let applied = match conn {
-        DbConn::Postgres(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS),
-        DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
-    }
-    .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
+        DbConn::Postgres(c) => {
+            c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
+            let applied = c
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|versions| versions.iter().map(|v| v.to_string()).collect::<Vec<_>>())
+                .map_err(|e| anyhow::anyhow!("migration failed: {e}"));
+            c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))?;
+            return applied;
+        }
+        DbConn::Sqlite(c) => c
+            .run_pending_migrations(SQLITE_MIGRATIONS)
+            .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?,
+    };
     Ok(applied.iter().map(|v| v.to_string()).collect())
+}
+
+/// Serialises writers of one key until the surrounding transaction ends. On
+/// PostgreSQL a transaction-scoped advisory lock; on SQLite nothing, since
+/// `BEGIN IMMEDIATE` already admits one writer at a time.
+pub fn lock_key_for_transaction(conn: &mut DbConn, key: i64) -> diesel::QueryResult<()> {
+    match conn {
+        DbConn::Postgres(c) => {
+            use diesel::RunQueryDsl;
+            diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+                .bind::<diesel::sql_types::BigInt, _>(key)
+                .execute(c)?;
+            Ok(())
+        }
+        DbConn::Sqlite(_) => Ok(()),
+    }
 }
 
 /// True when every embedded migration has been applied.

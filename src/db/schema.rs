@@ -99,16 +99,30 @@ diesel::table! {
 }
 
 diesel::table! {
+    depot_history (depot_id, version) {
+        depot_id -> BigInt,
+        version -> BigInt,
+        status -> Text,
+        capacity_g -> BigInt,
+        max_drawdown_g_per_day -> BigInt,
+        changed_at -> Timestamp,
+        changed_by -> Text,
+    }
+}
+
+diesel::table! {
     period_locks (id) {
         id -> BigInt,
         locked_before -> Timestamp,
         reason -> Text,
         set_by -> Text,
         created_at -> Timestamp,
+        after_sequence -> BigInt,
     }
 }
 
 diesel::joinable!(stockpiles -> depots (depot_id));
+diesel::joinable!(depot_history -> depots (depot_id));
 diesel::joinable!(ledger_entries -> stockpiles (stockpile_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -121,4 +135,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     ledger_entries,
     idempotency_records,
     period_locks,
+    depot_history,
 );

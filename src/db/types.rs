@@ -42,6 +42,20 @@ impl Grams {
     }
 }
 
+/// A sum of gram quantities, which may exceed `i64` (the capacity of ten
+/// thousand large depots does): sums are taken in `i128` and shown as kg.
+pub fn kg_string_wide(grams: i128) -> String {
+    match Decimal::try_from_i128_with_scale(grams, 3) {
+        Ok(d) => d.to_string(),
+        // Beyond Decimal's 96 bits: format by hand, still exact.
+        Err(_) => {
+            let sign = if grams < 0 { "-" } else { "" };
+            let abs = grams.unsigned_abs();
+            format!("{sign}{}.{:03}", abs / 1000, abs % 1000)
+        }
+    }
+}
+
 impl fmt::Display for Grams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_kg_string())
@@ -212,6 +226,15 @@ pub fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
     if !(1900..=9999).contains(&t.year()) {
         return Err("must lie between the years 1900 and 9999 (UTC)".into());
     }
+    // chrono keeps a leap second as second 59 with over a second of nanos, which
+    // the databases store as the next second (even the next day): what a check
+    // saw would then not be what is stored. UTC as stored has no second 60.
+    if t.nanosecond() >= 1_000_000_000 {
+        return Err(
+            "second 60 (a leap second) is not accepted: use 23:59:59.999999 or the next second"
+                .into(),
+        );
+    }
     Ok(t)
 }
 
@@ -295,6 +318,18 @@ mod tests {
     }
 
     #[test]
+    fn wide_sums_format_exactly() {
+        assert_eq!(kg_string_wide(12_040), "12.040");
+        assert_eq!(kg_string_wide(-5), "-0.005");
+        let big = i64::MAX as i128 * 3;
+        assert_eq!(kg_string_wide(big), "27670116110564327.421");
+        assert_eq!(
+            kg_string_wide(i128::MAX / 7),
+            format!("{}.{:03}", i128::MAX / 7 / 1000, i128::MAX / 7 % 1000)
+        );
+    }
+
+    #[test]
     fn kilograms_format_with_three_decimals() {
         assert_eq!(Grams(1_250_500).to_kg_string(), "1250.500");
         assert_eq!(Grams(-40).to_kg_string(), "-0.040");
@@ -334,6 +369,8 @@ mod tests {
         assert!(parse_rfc3339("0000-01-01T00:00:00+00:01").is_err());
         assert!(parse_rfc3339("9999-12-31T23:59:59-23:59").is_err());
         assert!(parse_rfc3339("9999-12-31T23:59:59Z").is_ok());
+        assert!(parse_rfc3339("2026-11-28T23:59:60.1Z").is_err());
+        assert!(parse_rfc3339("2016-12-31T23:59:60Z").is_err());
     }
 
     proptest! {

@@ -75,11 +75,12 @@ impl DepotStatus {
 }
 
 /// Share of capacity in use, as a percentage with two decimals (`"12.34"`).
-pub fn utilisation_pct(on_hand_g: i64, capacity_g: i64) -> String {
+pub fn utilisation_pct(on_hand_g: impl Into<i128>, capacity_g: impl Into<i128>) -> String {
+    let (on_hand_g, capacity_g) = (on_hand_g.into(), capacity_g.into());
     if capacity_g <= 0 {
         return "0.00".into();
     }
-    let basis_points = (on_hand_g as i128 * 10_000) / capacity_g as i128;
+    let basis_points = (on_hand_g * 10_000) / capacity_g;
     rust_decimal::Decimal::new(basis_points as i64, 2).to_string()
 }
 

@@ -4,7 +4,7 @@ use diesel::prelude::*;
 
 use super::dto::{DepotChanges, NewDepot};
 use super::model::DepotStatus;
-use crate::db::schema::{depots, stockpiles};
+use crate::db::schema::{depot_history, depots};
 use crate::db::{types, DbConn};
 use crate::error::{ApiError, ApiResult};
 use crate::http::pagination::{Order, PageRequest};
@@ -51,7 +51,26 @@ const COLUMNS: (
     depots::updated_at,
 );
 
-pub fn insert(conn: &mut DbConn, d: &NewDepot) -> ApiResult<DepotRow> {
+/// Keeps the depot's current version in `depot_history` (append-only), so
+/// verification can judge past outflows by the limits in force then. Called
+/// after the UPDATE that took the depot's row lock: `changed_at` is read under
+/// that lock, as a posting's `recorded_at` is, so the two order like the locks.
+fn record_version(conn: &mut DbConn, d: &DepotRow, actor: &str) -> ApiResult<()> {
+    diesel::insert_into(depot_history::table)
+        .values((
+            depot_history::depot_id.eq(d.id),
+            depot_history::version.eq(d.version),
+            depot_history::status.eq(&d.status),
+            depot_history::capacity_g.eq(d.capacity_g),
+            depot_history::max_drawdown_g_per_day.eq(d.max_drawdown_g_per_day),
+            depot_history::changed_at.eq(types::to_db(types::now())),
+            depot_history::changed_by.eq(actor),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn insert(conn: &mut DbConn, d: &NewDepot, actor: &str) -> ApiResult<DepotRow> {
     let now = types::to_db(types::now());
     let exists: i64 = depots::table
         .filter(depots::code.eq(d.code.as_str()))
@@ -78,7 +97,9 @@ pub fn insert(conn: &mut DbConn, d: &NewDepot) -> ApiResult<DepotRow> {
             depots::updated_at.eq(now),
         ))
         .execute(conn)?;
-    by_code(conn, d.code.as_str())
+    let row = by_code(conn, d.code.as_str())?;
+    record_version(conn, &row, actor)?;
+    Ok(row)
 }
 
 pub fn by_code(conn: &mut DbConn, code: &str) -> ApiResult<DepotRow> {
@@ -140,6 +161,7 @@ pub fn update(
     code: &str,
     precondition: Precondition,
     changes: &DepotChanges,
+    actor: &str,
 ) -> ApiResult<DepotRow> {
     let current = by_code(conn, code)?;
     let expected_version = match precondition {
@@ -198,46 +220,70 @@ pub fn update(
             "the depot changed while updating; fetch it again and retry".into(),
         ));
     }
-    by_code(conn, code)
+    let row = by_code(conn, code)?;
+    record_version(conn, &row, actor)?;
+    Ok(row)
 }
 
-/// Moves a depot to `to`; closing needs an empty depot. Runs inside a write transaction.
-pub fn set_status(conn: &mut DbConn, code: &str, to: DepotStatus) -> ApiResult<DepotRow> {
+/// Moves a depot to `to`; closing needs an empty depot. Runs inside a write
+/// transaction.
+///
+/// The conditions are part of the UPDATE that takes the depot's row lock, the
+/// same lock every posting takes: a close that queues behind a posting in
+/// flight sees what that posting left (it re-evaluates `on_hand_g = 0` once the
+/// lock is free), and a posting that queues behind a close finds the depot no
+/// longer active. An unlocked read could not promise either.
+pub fn set_status(
+    conn: &mut DbConn,
+    code: &str,
+    to: DepotStatus,
+    actor: &str,
+) -> ApiResult<DepotRow> {
     let current = by_code(conn, code)?;
     let from = DepotStatus::from_stored(&current.status);
     if from == to {
         return Ok(current);
     }
     if !from.may_become(to) {
+        return Err(closed(code));
+    }
+    let target = depots::table
+        .filter(depots::id.eq(current.id))
+        .filter(depots::status.ne(DepotStatus::Closed.as_str()));
+    let changes = (
+        depots::status.eq(to.as_str()),
+        depots::version.eq(depots::version + 1),
+        depots::updated_at.eq(types::to_db(types::now())),
+    );
+    let updated = if to == DepotStatus::Closed {
+        diesel::update(target.filter(depots::on_hand_g.eq(0)))
+            .set(changes)
+            .execute(conn)?
+    } else {
+        diesel::update(target).set(changes).execute(conn)?
+    };
+    let row = by_code(conn, code)?;
+    if updated == 0 {
+        if row.status == DepotStatus::Closed.as_str() {
+            return Err(closed(code));
+        }
         return Err(ApiError::conflict(
-            "depot-closed",
-            format!("depot {code} is closed; a closed depot cannot change status"),
-            serde_json::json!({ "depot": code, "depot_status": current.status }),
+            "depot-not-empty",
+            format!(
+                "depot {code} still holds {} kg; transfer it out before closing",
+                types::Grams(row.on_hand_g)
+            ),
+            serde_json::json!({ "depot": code, "on_hand_kg": types::Grams(row.on_hand_g).to_kg_string() }),
         ));
     }
-    if to == DepotStatus::Closed {
-        let holding: i64 = stockpiles::table
-            .filter(stockpiles::depot_id.eq(current.id))
-            .filter(stockpiles::on_hand_g.gt(0))
-            .count()
-            .get_result(conn)?;
-        if holding > 0 || current.on_hand_g > 0 {
-            return Err(ApiError::conflict(
-                "depot-not-empty",
-                format!(
-                    "depot {code} still holds {} kg; transfer it out before closing",
-                    types::Grams(current.on_hand_g)
-                ),
-                serde_json::json!({ "depot": code, "on_hand_kg": types::Grams(current.on_hand_g).to_kg_string() }),
-            ));
-        }
-    }
-    diesel::update(depots::table.filter(depots::id.eq(current.id)))
-        .set((
-            depots::status.eq(to.as_str()),
-            depots::version.eq(depots::version + 1),
-            depots::updated_at.eq(types::to_db(types::now())),
-        ))
-        .execute(conn)?;
-    by_code(conn, code)
+    record_version(conn, &row, actor)?;
+    Ok(row)
+}
+
+fn closed(code: &str) -> ApiError {
+    ApiError::conflict(
+        "depot-closed",
+        format!("depot {code} is closed; a closed depot cannot change status"),
+        serde_json::json!({ "depot": code, "depot_status": DepotStatus::Closed.as_str() }),
+    )
 }

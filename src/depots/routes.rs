@@ -40,7 +40,7 @@ pub async fn create(
             key.0.clone(),
             hash,
             StatusCode::CREATED,
-            move |c| repo::insert(c, &depot).map(DepotView::from),
+            move |c| repo::insert(c, &depot, &user.subject).map(DepotView::from),
         )
         .await?;
     respond_with_etag(stored)
@@ -157,7 +157,7 @@ fn if_match(req: &HttpRequest) -> ApiResult<repo::Precondition> {
 pub async fn update(
     state: web::Data<AppState>,
     req: HttpRequest,
-    _admin: Authorized<Admin>,
+    Authorized(user, _): Authorized<Admin>,
     path: web::Path<String>,
     body: ApiJson<PatchDepotRequest>,
 ) -> ApiResult<HttpResponse> {
@@ -167,7 +167,7 @@ pub async fn update(
     let row = state
         .db(move |conn| {
             write_transaction(conn, |c| {
-                repo::update(c, code.as_str(), precondition, &changes)
+                repo::update(c, code.as_str(), precondition, &changes, &user.subject)
             })
         })
         .await?;
@@ -190,7 +190,7 @@ async fn change_status(
             key.0.clone(),
             hash,
             StatusCode::OK,
-            move |c| repo::set_status(c, code.as_str(), to).map(DepotView::from),
+            move |c| repo::set_status(c, code.as_str(), to, &user.subject).map(DepotView::from),
         )
         .await?;
     respond_with_etag(stored)

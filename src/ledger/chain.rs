@@ -4,19 +4,36 @@
 //! The canonical encoding is versioned and length-prefixed, so no two different
 //! entries encode alike (no ambiguity between `"ab" + "c"` and `"a" + "bc"`), and
 //! it never depends on a database's text formatting.
+//!
+//! Version 2 (`reserve-ledger-entry-v2`) also commits every entry to what its
+//! stockpile *is*: depot code, element, form and grade. Relabelling a stockpile
+//! row, or moving it to another depot, behind the service's back then breaks the
+//! hash of every entry it holds. The byte layout is documented in
+//! `docs/chain.md`, so an outside tool can recompute it.
 
 use sha2::{Digest, Sha256};
 
 /// `prev_hash` of a stockpile's first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-const VERSION: &[u8] = b"reserve-ledger-entry-v1";
+/// The encoding's version tag, the first field of every encoding.
+pub const VERSION: &[u8] = b"reserve-ledger-entry-v2";
+
+/// What a stockpile is: the identity every entry of its chain commits to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StockpileIdentity<'a> {
+    pub depot: &'a str,
+    pub element: &'a str,
+    pub form: &'a str,
+    pub grade: &'a str,
+}
 
 /// The fields an entry's hash commits to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainedFields<'a> {
     pub sequence: i64,
     pub stockpile_id: i64,
+    pub identity: StockpileIdentity<'a>,
     pub kind: &'a str,
     pub quantity_g: i64,
     pub balance_after_g: i64,
@@ -50,6 +67,10 @@ impl ChainedFields<'_> {
         put(&mut out, Some(VERSION));
         put(&mut out, Some(&self.sequence.to_be_bytes()));
         put(&mut out, Some(&self.stockpile_id.to_be_bytes()));
+        put(&mut out, Some(self.identity.depot.as_bytes()));
+        put(&mut out, Some(self.identity.element.as_bytes()));
+        put(&mut out, Some(self.identity.form.as_bytes()));
+        put(&mut out, Some(self.identity.grade.as_bytes()));
         put(&mut out, Some(self.kind.as_bytes()));
         put(&mut out, Some(&self.quantity_g.to_be_bytes()));
         put(&mut out, Some(&self.balance_after_g.to_be_bytes()));
@@ -78,6 +99,9 @@ impl ChainedFields<'_> {
 }
 
 #[cfg(test)]
+const TEST_VECTOR_HASH: &str = "d98749a180689f28df6ba2dd445b09f65c4176b2b38b855b3bd5183134aa28f1";
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -86,6 +110,12 @@ mod tests {
         ChainedFields {
             sequence: 1,
             stockpile_id: 7,
+            identity: StockpileIdentity {
+                depot: "NV1",
+                element: "Nd",
+                form: "oxide",
+                grade: "99.5",
+            },
             kind: "acquisition",
             quantity_g: 1_250_500,
             balance_after_g: 1_250_500,
@@ -119,6 +149,43 @@ mod tests {
         let mut b = fields();
         b.note = Some("");
         assert_ne!(a.canonical(), b.canonical());
+    }
+
+    #[test]
+    fn every_part_of_the_stockpile_identity_is_committed_to() {
+        let base = fields().hash(GENESIS);
+        let relabels = [
+            StockpileIdentity {
+                depot: "TX2",
+                ..fields().identity
+            },
+            StockpileIdentity {
+                element: "Lu",
+                ..fields().identity
+            },
+            StockpileIdentity {
+                form: "metal",
+                ..fields().identity
+            },
+            StockpileIdentity {
+                grade: "99.9",
+                ..fields().identity
+            },
+        ];
+        for identity in relabels {
+            let f = ChainedFields {
+                identity,
+                ..fields()
+            };
+            assert_ne!(f.hash(GENESIS), base, "{identity:?}");
+        }
+    }
+
+    /// A fixed vector, so a change to the encoding is never silent and an
+    /// outside implementation of `docs/chain.md` has something to check against.
+    #[test]
+    fn the_documented_test_vector_holds() {
+        assert_eq!(fields().hash(GENESIS), TEST_VECTOR_HASH);
     }
 
     #[test]

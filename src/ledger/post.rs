@@ -11,7 +11,13 @@
 //! 3. Sequence numbers come from `ledger_head` while it is held to commit, so
 //!    sequence order is commit order, sequences have no gaps, and a cursor over
 //!    the ledger never skips a row.
-//! 4. Hashes chain per stockpile off the head read under the stockpile's lock.
+//! 4. Hashes chain per stockpile off the head read under the stockpile's lock,
+//!    and commit to the stockpile's identity (depot, element, form, grade).
+//! 5. Every value a decision rests on is read under the lock that keeps it
+//!    stable until commit: a depot's status and drawdown limit come back from
+//!    the statement that locks the depot row; the period lock is read after
+//!    `ledger_head` is held, which setting a period lock takes too; and one
+//!    instant, taken under the locks, dates undated legs and `recorded_at`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,7 +25,7 @@ use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 use serde_json::json;
 
-use super::chain::GENESIS;
+use super::chain::{StockpileIdentity, GENESIS};
 use super::model::{first_negative_as_of, running_balances, utc_day, Leg, StockpileKey};
 use super::repo::{EntryRecord, EntryRow};
 use crate::config::LedgerSettings;
@@ -55,15 +61,15 @@ pub fn post(
             "a transfer moves one quantity of one element, form and grade from one depot to another",
         ));
     }
-    check_times(conn, settings, &legs, now)?;
+    check_future(settings, &legs, now)?;
     let depots = load_depots(conn, &legs)?;
     let stockpile_ids = resolve_stockpiles(conn, &legs, &depots, now)?;
     let leg_stockpiles: Vec<i64> = legs.iter().map(|l| stockpile_ids[&l.key]).collect();
 
-    lock_depots(conn, &legs, &depots, &stockpile_ids)?;
+    let locked_depots = lock_depots(conn, &legs, &depots, &stockpile_ids)?;
     let stockpile_heads = lock_stockpiles(conn, &legs, &leg_stockpiles)?;
-    date_undated_legs(conn, &mut legs, &leg_stockpiles)?;
-    check_drawdown(conn, &legs, &depots)?;
+    let instant = date_undated_legs(conn, &mut legs, &leg_stockpiles)?;
+    check_drawdown(conn, &legs, &locked_depots)?;
     check_history(conn, &legs, &leg_stockpiles, &stockpile_heads)?;
 
     // Last lock of the transaction: the global sequence.
@@ -73,9 +79,12 @@ pub fn post(
         .returning(ledger_head::last_sequence)
         .get_result(conn)?;
     let first = last - n + 1;
+    // Setting a period lock takes `ledger_head` too, so the lock read here
+    // cannot change before this posting commits.
+    check_period_lock(conn, &legs)?;
 
     let movement_id = uuid::Uuid::new_v4().to_string();
-    let recorded_at = types::to_db(now);
+    let recorded_at = types::to_db(instant);
     let mut heads: BTreeMap<i64, String> = stockpile_heads
         .iter()
         .map(|(id, h)| (*id, h.head_hash.clone()))
@@ -112,7 +121,13 @@ pub fn post(
             prev_hash,
             hash: String::new(),
         };
-        row.hash = row.chained().hash(&row.prev_hash);
+        let identity = StockpileIdentity {
+            depot: leg.key.depot.as_str(),
+            element: leg.key.element.as_str(),
+            form: leg.key.form.as_str(),
+            grade: leg.key.grade.as_str(),
+        };
+        row.hash = row.chained(identity).hash(&row.prev_hash);
         heads.insert(stockpile_id, row.hash.clone());
         diesel::insert_into(le::table).values(&row).execute(conn)?;
         records.push(EntryRecord {
@@ -136,13 +151,8 @@ pub fn post(
 }
 
 /// `occurred_at` may lag (late reports) but not lead the clock by more than the
-/// tolerated skew, and may not fall in a closed period.
-fn check_times(
-    conn: &mut DbConn,
-    settings: &LedgerSettings,
-    legs: &[Leg],
-    now: DateTime<Utc>,
-) -> ApiResult<()> {
+/// tolerated skew.
+fn check_future(settings: &LedgerSettings, legs: &[Leg], now: DateTime<Utc>) -> ApiResult<()> {
     let horizon = now + Duration::seconds(settings.max_future_skew_secs);
     let future: Vec<FieldError> = legs
         .iter()
@@ -157,6 +167,11 @@ fn check_times(
     if !future.is_empty() {
         return Err(ApiError::Validation(future));
     }
+    Ok(())
+}
+
+/// No leg may fall in a closed period. Called while `ledger_head` is held.
+fn check_period_lock(conn: &mut DbConn, legs: &[Leg]) -> ApiResult<()> {
     if let Some(lock) = periods::repo::current_lock(conn)? {
         if let Some(leg) = legs.iter().find(|l| l.occurred_at < lock) {
             return Err(ApiError::conflict(
@@ -245,12 +260,38 @@ fn resolve_stockpiles(
                     .iter()
                     .find(|l| &l.key == key)
                     .expect("key comes from legs");
-                return Err(insufficient(leg, key, 0, 0, -leg.quantity.0));
+                return Err(no_stockpile(leg, key));
             }
         };
         ids.insert(key.clone(), id);
     }
     Ok(ids)
+}
+
+/// An outflow from a stockpile that was never created: say so, rather than
+/// "0 kg available", since the usual cause is a wrong form or grade.
+fn no_stockpile(leg: &Leg, key: &StockpileKey) -> ApiError {
+    ApiError::conflict(
+        "insufficient-stock",
+        format!(
+            "{}quantity_kg: there is no stockpile of {} {} grade {} at {}; check the element, form and grade",
+            leg.field_prefix,
+            key.element,
+            key.form.as_str(),
+            key.grade,
+            key.depot
+        ),
+        json!({
+            "depot": key.depot.as_str(),
+            "element": key.element.as_str(),
+            "form": key.form.as_str(),
+            "grade": key.grade.as_str(),
+            "on_hand_kg": "0.000",
+            "reserved_kg": "0.000",
+            "available_kg": "0.000",
+            "requested_kg": Grams(-leg.quantity.0).to_kg_string(),
+        }),
+    )
 }
 
 fn insufficient(
@@ -285,37 +326,57 @@ fn insufficient(
     )
 }
 
+/// A depot as read by the statement that locked its row: values a concurrent
+/// PATCH cannot change before this posting commits.
+struct LockedDepot {
+    id: i64,
+    code: String,
+    max_drawdown_g_per_day: i64,
+}
+
 /// Applies each depot's net change in id order; an increase must fit the
-/// capacity, checked by the same statement that takes the row lock.
+/// capacity, checked by the same statement that takes the row lock. Returns
+/// the locked depots by code.
 fn lock_depots(
     conn: &mut DbConn,
     legs: &[Leg],
     depots: &BTreeMap<String, DepotRow>,
     stockpile_ids: &BTreeMap<StockpileKey, i64>,
-) -> ApiResult<()> {
+) -> ApiResult<BTreeMap<String, LockedDepot>> {
     let mut net: BTreeMap<i64, (i64, &DepotRow)> = BTreeMap::new();
     for leg in legs {
         let d = &depots[leg.key.depot.as_str()];
         net.entry(d.id).or_insert((0, d)).0 += leg.quantity.0;
     }
+    let mut locked = BTreeMap::new();
     for (id, (delta, d)) in net {
         let target = depots::table
             .filter(depots::id.eq(id))
             .filter(depots::status.eq(DepotStatus::Active.as_str()));
-        let updated: Option<i64> = if delta > 0 {
+        let cols = (depots::code, depots::max_drawdown_g_per_day);
+        let updated: Option<(String, i64)> = if delta > 0 {
             diesel::update(target.filter(depots::capacity_g.ge(depots::on_hand_g + delta)))
                 .set(depots::on_hand_g.eq(depots::on_hand_g + delta))
-                .returning(depots::on_hand_g)
+                .returning(cols)
                 .get_result(conn)
                 .optional()?
         } else {
             diesel::update(target.filter(depots::on_hand_g.ge(-delta)))
                 .set(depots::on_hand_g.eq(depots::on_hand_g + delta))
-                .returning(depots::on_hand_g)
+                .returning(cols)
                 .get_result(conn)
                 .optional()?
         };
-        if updated.is_none() {
+        if let Some((code, max_drawdown_g_per_day)) = updated {
+            locked.insert(
+                code.clone(),
+                LockedDepot {
+                    id,
+                    code,
+                    max_drawdown_g_per_day,
+                },
+            );
+        } else {
             let now = depot_repo::by_code(conn, &d.code)?;
             if now.status != DepotStatus::Active.as_str() {
                 return Err(depot_not_active(&now));
@@ -358,17 +419,18 @@ fn lock_depots(
             ));
         }
     }
-    Ok(())
+    Ok(locked)
 }
 
 /// A depot ships at most `max_drawdown_g_per_day` per UTC day (by `occurred_at`).
-/// Runs after `lock_depots`, so the depot's row lock keeps the day's sum stable.
+/// Runs after `lock_depots`, so the depot's row lock keeps both the day's sum
+/// and the limit (as locked, not as first read) stable.
 fn check_drawdown(
     conn: &mut DbConn,
     legs: &[Leg],
-    depots: &BTreeMap<String, DepotRow>,
+    depots: &BTreeMap<String, LockedDepot>,
 ) -> ApiResult<()> {
-    let mut per_day: BTreeMap<(i64, DateTime<Utc>), (i64, &DepotRow)> = BTreeMap::new();
+    let mut per_day: BTreeMap<(i64, DateTime<Utc>), (i64, &LockedDepot)> = BTreeMap::new();
     for leg in legs.iter().filter(|l| l.kind.is_shipment_out()) {
         let d = &depots[leg.key.depot.as_str()];
         per_day
@@ -514,20 +576,23 @@ fn lock_stockpiles(
     Ok(locked)
 }
 
-/// Legs the client did not date happen "now": the instant they are posted, read
-/// while the stockpiles are locked, and never earlier than the newest entry of
-/// any stockpile they touch (clocks of different replicas may disagree by a
-/// little). All undated legs of one posting share that instant.
-fn date_undated_legs(conn: &mut DbConn, legs: &mut [Leg], leg_stockpiles: &[i64]) -> ApiResult<()> {
+/// Takes the posting's instant, under the stockpile locks: it becomes every
+/// entry's `recorded_at` and the `occurred_at` of legs the client did not date.
+/// It is never earlier than the newest entry of any stockpile an undated leg
+/// touches (clocks of different replicas may disagree by a little), so an
+/// undated leg never lands before history, and `occurred_at` of an undated leg
+/// never lies after `recorded_at`.
+fn date_undated_legs(
+    conn: &mut DbConn,
+    legs: &mut [Leg],
+    leg_stockpiles: &[i64],
+) -> ApiResult<DateTime<Utc>> {
     let touched: BTreeSet<i64> = legs
         .iter()
         .zip(leg_stockpiles)
         .filter(|(l, _)| !l.occurred_at_given)
         .map(|(_, s)| *s)
         .collect();
-    if touched.is_empty() {
-        return Ok(());
-    }
     let mut instant = types::now();
     for id in touched {
         // One backward step on the (stockpile_id, occurred_at) index, however
@@ -545,7 +610,7 @@ fn date_undated_legs(conn: &mut DbConn, legs: &mut [Leg], leg_stockpiles: &[i64]
     for leg in legs.iter_mut().filter(|l| !l.occurred_at_given) {
         leg.occurred_at = instant;
     }
-    Ok(())
+    Ok(instant)
 }
 
 /// A backdated outflow must not make any past as-of balance negative: 10 kg

@@ -33,11 +33,16 @@ pub struct EntryRow {
 }
 
 impl EntryRow {
-    /// The fields the entry's hash commits to.
-    pub fn chained(&self) -> super::chain::ChainedFields<'_> {
+    /// The fields the entry's hash commits to, with the identity of the
+    /// stockpile it belongs to.
+    pub fn chained<'a>(
+        &'a self,
+        identity: super::chain::StockpileIdentity<'a>,
+    ) -> super::chain::ChainedFields<'a> {
         super::chain::ChainedFields {
             sequence: self.sequence,
             stockpile_id: self.stockpile_id,
+            identity,
             kind: &self.kind,
             quantity_g: self.quantity_g,
             balance_after_g: self.balance_after_g,

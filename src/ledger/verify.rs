@@ -1,16 +1,21 @@
 //! Recomputes the ledger from its entries and compares with what is stored:
-//! hash chains, running balances, sequence continuity, stockpile and depot
-//! totals. Names the first bad entry.
+//! hash chains (which commit to each stockpile's identity), running balances,
+//! sequence continuity, stockpile and depot totals, that closed depots hold
+//! nothing, and that no depot shipped more on a UTC day than the drawdown
+//! limit in force when that day's last outflow was posted. Names the first
+//! bad entry.
 
 use std::collections::BTreeMap;
 
 use diesel::prelude::*;
 use serde::Serialize;
 
-use super::chain::GENESIS;
+use super::chain::{StockpileIdentity, GENESIS};
+use super::model::utc_day;
 use super::repo::EntryRow;
-use crate::db::schema::{depots, ledger_entries as le, ledger_head, stockpiles};
-use crate::db::DbConn;
+use crate::db::schema::{depot_history, depots, ledger_entries as le, ledger_head, stockpiles};
+use crate::db::{types, DbConn};
+use crate::depots::model::DepotStatus;
 use crate::error::ApiResult;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -49,10 +54,38 @@ pub fn verify(conn: &mut DbConn) -> ApiResult<VerifyReport> {
     crate::db::read_transaction(conn, verify_snapshot)
 }
 
+/// What a stockpile row says it is, with its depot.
+struct StockpileRow {
+    depot_id: i64,
+    depot: String,
+    element: String,
+    form: String,
+    grade: String,
+}
+
+impl StockpileRow {
+    fn identity(&self) -> StockpileIdentity<'_> {
+        StockpileIdentity {
+            depot: &self.depot,
+            element: &self.element,
+            form: &self.form,
+            grade: &self.grade,
+        }
+    }
+}
+
+/// One depot's outflows on one UTC day, and the newest of them.
+struct DayOutflow {
+    shipped_g: i64,
+    last_sequence: i64,
+    last_recorded_at: chrono::NaiveDateTime,
+}
+
 /// Checks one entry against its stockpile's running state and advances it.
 fn check_entry(
     e: &EntryRow,
     expected_sequence: i64,
+    stockpile: Option<&StockpileRow>,
     running: &mut BTreeMap<i64, Running>,
 ) -> Result<(), String> {
     if e.sequence != expected_sequence {
@@ -62,6 +95,12 @@ fn check_entry(
             expected_sequence - 1
         ));
     }
+    let Some(stockpile) = stockpile else {
+        return Err(format!(
+            "the entry refers to stockpile {}, which does not exist",
+            e.stockpile_id
+        ));
+    };
     let r = running.entry(e.stockpile_id).or_insert_with(|| Running {
         head: GENESIS.to_string(),
         ..Default::default()
@@ -69,8 +108,13 @@ fn check_entry(
     if e.prev_hash != r.head {
         return Err("prev_hash does not match the previous entry of its stockpile".into());
     }
-    if e.chained().hash(&e.prev_hash) != e.hash {
-        return Err("hash does not match the entry's contents".into());
+    if e.chained(stockpile.identity()).hash(&e.prev_hash) != e.hash {
+        return Err(format!(
+            "hash does not match the entry's contents and its stockpile's identity \
+             (now {} {} grade {} at {}): the entry, or the stockpile's depot, element, \
+             form or grade, was changed",
+            stockpile.element, stockpile.form, stockpile.grade, stockpile.depot
+        ));
     }
     r.balance += e.quantity_g;
     if e.balance_after_g != r.balance {
@@ -88,6 +132,32 @@ fn check_entry(
 }
 
 fn verify_snapshot(conn: &mut DbConn) -> ApiResult<VerifyReport> {
+    let identities: BTreeMap<i64, StockpileRow> = stockpiles::table
+        .inner_join(depots::table)
+        .select((
+            stockpiles::id,
+            stockpiles::depot_id,
+            depots::code,
+            stockpiles::element,
+            stockpiles::form,
+            stockpiles::grade,
+        ))
+        .load::<(i64, i64, String, String, String, String)>(conn)?
+        .into_iter()
+        .map(|(id, depot_id, depot, element, form, grade)| {
+            (
+                id,
+                StockpileRow {
+                    depot_id,
+                    depot,
+                    element,
+                    form,
+                    grade,
+                },
+            )
+        })
+        .collect();
+    let mut outflows: BTreeMap<(i64, chrono::NaiveDateTime), DayOutflow> = BTreeMap::new();
     let mut running: BTreeMap<i64, Running> = BTreeMap::new();
     // The newest sequence up to which every entry checked out.
     let mut verified_through = 0i64;
@@ -105,7 +175,8 @@ fn verify_snapshot(conn: &mut DbConn) -> ApiResult<VerifyReport> {
         }
         for e in &rows {
             checked += 1;
-            if let Err(problem) = check_entry(e, verified_through + 1, &mut running) {
+            let stockpile = identities.get(&e.stockpile_id);
+            if let Err(problem) = check_entry(e, verified_through + 1, stockpile, &mut running) {
                 first_problem = Some(Finding {
                     sequence: Some(e.sequence),
                     stockpile_id: Some(e.stockpile_id),
@@ -115,6 +186,17 @@ fn verify_snapshot(conn: &mut DbConn) -> ApiResult<VerifyReport> {
                 break 'pages;
             }
             verified_through = e.sequence;
+            if let Some(sp) = stockpile.filter(|_| is_outflow(&e.kind)) {
+                let day = types::to_db(utc_day(types::from_db(e.occurred_at)).0);
+                let d = outflows.entry((sp.depot_id, day)).or_insert(DayOutflow {
+                    shipped_g: 0,
+                    last_sequence: 0,
+                    last_recorded_at: e.recorded_at,
+                });
+                d.shipped_g -= e.quantity_g;
+                d.last_sequence = e.sequence;
+                d.last_recorded_at = e.recorded_at;
+            }
         }
     }
     let stockpile_rows: Vec<(i64, i64, i64, i64, String, i64)> = stockpiles::table
@@ -187,10 +269,15 @@ fn verify_snapshot(conn: &mut DbConn) -> ApiResult<VerifyReport> {
         }
     }
     if first_problem.is_none() {
-        let depot_rows: Vec<(i64, i64, i64)> = depots::table
-            .select((depots::id, depots::on_hand_g, depots::capacity_g))
+        let depot_rows: Vec<(i64, i64, i64, String)> = depots::table
+            .select((
+                depots::id,
+                depots::on_hand_g,
+                depots::capacity_g,
+                depots::status,
+            ))
             .load(conn)?;
-        for (id, on_hand, capacity) in depot_rows {
+        for (id, on_hand, capacity, status) in depot_rows {
             let sum = depot_sums.get(&id).copied().unwrap_or(0);
             let problem = if sum != on_hand {
                 Some(format!(
@@ -199,6 +286,10 @@ fn verify_snapshot(conn: &mut DbConn) -> ApiResult<VerifyReport> {
             } else if on_hand > capacity {
                 Some(format!(
                     "depot holds {on_hand} g, over its capacity of {capacity} g"
+                ))
+            } else if status == DepotStatus::Closed.as_str() && sum > 0 {
+                Some(format!(
+                    "depot is closed but its stockpiles hold {sum} g: stock in a closed depot can never move"
                 ))
             } else {
                 None
@@ -214,6 +305,12 @@ fn verify_snapshot(conn: &mut DbConn) -> ApiResult<VerifyReport> {
             }
         }
     }
+    if first_problem.is_none() {
+        first_problem = check_drawdown_days(conn, &outflows)?;
+    }
+    if first_problem.is_none() {
+        first_problem = check_period_locks(conn)?;
+    }
     Ok(VerifyReport {
         ok: first_problem.is_none(),
         entries_checked: checked,
@@ -222,4 +319,96 @@ fn verify_snapshot(conn: &mut DbConn) -> ApiResult<VerifyReport> {
         verified_through,
         first_problem,
     })
+}
+
+fn is_outflow(kind: &str) -> bool {
+    matches!(kind, "release" | "transfer_out" | "loan_out")
+}
+
+/// Each posting checks, under the depot's lock, that the day's outflows stay
+/// within the limit in force at that moment; so the day's total must be within
+/// the limit in force when its newest outflow was recorded (`depot_history`
+/// keeps every version, stamped under the same lock).
+fn check_drawdown_days(
+    conn: &mut DbConn,
+    outflows: &BTreeMap<(i64, chrono::NaiveDateTime), DayOutflow>,
+) -> ApiResult<Option<Finding>> {
+    let mut history: BTreeMap<i64, Vec<(chrono::NaiveDateTime, i64)>> = BTreeMap::new();
+    for (depot_id, changed_at, limit) in depot_history::table
+        .order((depot_history::depot_id, depot_history::version))
+        .select((
+            depot_history::depot_id,
+            depot_history::changed_at,
+            depot_history::max_drawdown_g_per_day,
+        ))
+        .load::<(i64, chrono::NaiveDateTime, i64)>(conn)?
+    {
+        history
+            .entry(depot_id)
+            .or_default()
+            .push((changed_at, limit));
+    }
+    for ((depot_id, day), d) in outflows {
+        let versions = history.get(depot_id).map(Vec::as_slice).unwrap_or(&[]);
+        // The newest version stamped before the day's last outflow; the first
+        // version when none is (clock skew between replicas).
+        let Some(limit) = versions
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= d.last_recorded_at)
+            .or(versions.first())
+            .map(|(_, limit)| *limit)
+        else {
+            return Ok(Some(Finding {
+                sequence: Some(d.last_sequence),
+                stockpile_id: None,
+                depot_id: Some(*depot_id),
+                problem: "the depot has no recorded limits (depot_history is empty)".into(),
+            }));
+        };
+        if d.shipped_g > limit {
+            return Ok(Some(Finding {
+                sequence: Some(d.last_sequence),
+                stockpile_id: None,
+                depot_id: Some(*depot_id),
+                problem: format!(
+                    "the depot shipped {} g on {}, over the drawdown limit of {} g per day in force when that day's last outflow was posted",
+                    d.shipped_g,
+                    day.format("%Y-%m-%d"),
+                    limit
+                ),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// No entry posted after a period lock was set may occur before it.
+fn check_period_locks(conn: &mut DbConn) -> ApiResult<Option<Finding>> {
+    use crate::db::schema::period_locks as pl;
+    let locks: Vec<(i64, chrono::NaiveDateTime)> = pl::table
+        .filter(pl::after_sequence.gt(0))
+        .select((pl::after_sequence, pl::locked_before))
+        .load(conn)?;
+    for (after_sequence, locked_before) in locks {
+        let early: Option<(i64, i64)> = le::table
+            .filter(le::sequence.gt(after_sequence))
+            .filter(le::occurred_at.lt(locked_before))
+            .order(le::sequence.asc())
+            .select((le::sequence, le::stockpile_id))
+            .first(conn)
+            .optional()?;
+        if let Some((sequence, stockpile_id)) = early {
+            return Ok(Some(Finding {
+                sequence: Some(sequence),
+                stockpile_id: Some(stockpile_id),
+                depot_id: None,
+                problem: format!(
+                    "the entry was posted after the books were closed before {} (at sequence {after_sequence}) but occurred before that",
+                    types::rfc3339(types::from_db(locked_before))
+                ),
+            }));
+        }
+    }
+    Ok(None)
 }

@@ -4,7 +4,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::db::schema::period_locks as pl;
+use crate::db::schema::{ledger_head, period_locks as pl};
 use crate::db::{types, DbConn};
 use crate::error::{ApiError, ApiResult};
 
@@ -46,6 +46,13 @@ pub fn insert(
     reason: &str,
     set_by: &str,
 ) -> ApiResult<PeriodLockView> {
+    // Take `ledger_head`, the lock every posting holds while it checks the
+    // period lock and until it commits: a posting in flight either commits
+    // before this lock exists, or sees it and is refused. Never both.
+    let after_sequence: i64 = diesel::update(ledger_head::table.filter(ledger_head::id.eq(1)))
+        .set(ledger_head::last_sequence.eq(ledger_head::last_sequence))
+        .returning(ledger_head::last_sequence)
+        .get_result(conn)?;
     let now = types::now();
     if locked_before > now {
         return Err(ApiError::field(
@@ -71,6 +78,7 @@ pub fn insert(
             pl::reason.eq(reason),
             pl::set_by.eq(set_by),
             pl::created_at.eq(types::to_db(now)),
+            pl::after_sequence.eq(after_sequence),
         ))
         .execute(conn)?;
     let row: Row = pl::table

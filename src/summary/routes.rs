@@ -72,21 +72,26 @@ pub struct Summary {
 /// parts by rounding.
 #[derive(Default)]
 struct Acc {
-    on_hand: i64,
-    reserved: i64,
+    on_hand: i128,
+    reserved: i128,
     mass: i128,
-    by_form: BTreeMap<String, (i64, i128)>,
-    by_depot: BTreeMap<String, (i64, i128)>,
+    by_form: BTreeMap<String, (i128, i128)>,
+    by_depot: BTreeMap<String, (i128, i128)>,
 }
 
-fn grams_of(mass_gram_ppm: i128) -> Grams {
-    Grams((mass_gram_ppm / 1_000_000) as i64)
+/// Sums are `i128`: many large depots together exceed `i64` grams.
+fn kg(grams: i128) -> String {
+    types::kg_string_wide(grams)
 }
 
-fn amount((on_hand, mass): (i64, i128)) -> Amount {
+fn mass_kg(mass_gram_ppm: i128) -> String {
+    kg(mass_gram_ppm / 1_000_000)
+}
+
+fn amount((on_hand, mass): (i128, i128)) -> Amount {
     Amount {
-        on_hand_kg: Grams(on_hand).to_kg_string(),
-        element_mass_kg: grams_of(mass).to_kg_string(),
+        on_hand_kg: kg(on_hand),
+        element_mass_kg: mass_kg(mass),
     }
 }
 
@@ -133,17 +138,17 @@ pub fn build(conn: &mut DbConn) -> ApiResult<Summary> {
                 .unwrap_or(1_000_000);
             let mass = *on_hand as i128 * ppm as i128;
             let acc = per_element.entry(element.clone()).or_default();
-            acc.on_hand += on_hand;
-            acc.reserved += reserved;
+            acc.on_hand += *on_hand as i128;
+            acc.reserved += *reserved as i128;
             acc.mass += mass;
             let f = acc.by_form.entry(form.clone()).or_default();
-            f.0 += on_hand;
+            f.0 += *on_hand as i128;
             f.1 += mass;
             let d = acc
                 .by_depot
                 .entry(codes.get(depot_id).cloned().unwrap_or_default())
                 .or_default();
-            d.0 += on_hand;
+            d.0 += *on_hand as i128;
             d.1 += mass;
             *stockpiles_per_depot.entry(*depot_id).or_default() += 1;
         }
@@ -157,10 +162,10 @@ pub fn build(conn: &mut DbConn) -> ApiResult<Summary> {
                     element: symbol,
                     name,
                     class,
-                    on_hand_kg: Grams(acc.on_hand).to_kg_string(),
-                    reserved_kg: Grams(acc.reserved).to_kg_string(),
-                    available_kg: Grams(acc.on_hand - acc.reserved).to_kg_string(),
-                    element_mass_kg: grams_of(acc.mass).to_kg_string(),
+                    on_hand_kg: kg(acc.on_hand),
+                    reserved_kg: kg(acc.reserved),
+                    available_kg: kg(acc.on_hand - acc.reserved),
+                    element_mass_kg: mass_kg(acc.mass),
                     by_form: acc
                         .by_form
                         .into_iter()
@@ -174,8 +179,8 @@ pub fn build(conn: &mut DbConn) -> ApiResult<Summary> {
                 }
             })
             .collect();
-        let total_on_hand: i64 = depot_rows.iter().map(|d| d.5).sum();
-        let total_capacity: i64 = depot_rows.iter().map(|d| d.6).sum();
+        let total_on_hand: i128 = depot_rows.iter().map(|d| d.5 as i128).sum();
+        let total_capacity: i128 = depot_rows.iter().map(|d| d.6 as i128).sum();
         let depots = depot_rows
             .iter()
             .map(
@@ -196,9 +201,9 @@ pub fn build(conn: &mut DbConn) -> ApiResult<Summary> {
             generated_at: types::rfc3339(types::now()),
             last_sequence,
             totals: Totals {
-                on_hand_kg: Grams(total_on_hand).to_kg_string(),
-                element_mass_kg: grams_of(total_mass).to_kg_string(),
-                capacity_kg: Grams(total_capacity).to_kg_string(),
+                on_hand_kg: kg(total_on_hand),
+                element_mass_kg: mass_kg(total_mass),
+                capacity_kg: kg(total_capacity),
                 utilisation_pct: utilisation_pct(total_on_hand, total_capacity),
                 depots: depot_rows.len() as i64,
                 stockpiles: stock.len() as i64,

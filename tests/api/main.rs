@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod depots;
 mod hardening;
+mod integrity;
 mod ledger;
 mod messages;
 mod openapi;

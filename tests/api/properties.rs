@@ -154,10 +154,11 @@ fn run_case(backend: Backend, ops: &[Op]) -> Result<(), TestCaseError> {
             capacity: Grams(CAPACITY_G),
             max_drawdown_per_day: Grams(i64::MAX / 4),
         };
-        write_transaction(&mut conn, |c| reserve::depots::repo::insert(c, &d)).unwrap();
+        write_transaction(&mut conn, |c| reserve::depots::repo::insert(c, &d, "test")).unwrap();
     }
     let settings = LedgerSettings {
         max_future_skew_secs: 60,
+        idempotency_retention_days: 30,
     };
     let mut model: BTreeMap<(usize, usize), i64> = BTreeMap::new();
     for (i, op) in ops.iter().enumerate() {

@@ -81,10 +81,17 @@ fn free_port() -> u16 {
 
 impl Cluster {
     pub async fn start(db: TestDb, replicas: usize) -> Cluster {
-        let dir = tempfile::tempdir().expect("temp dir");
-        // Migrate once before the replicas race to do it.
+        // Migrate once, so the tests of other things do not depend on the
+        // replicas' own migration lock.
         let url = reserve::db::DatabaseUrl::parse(db.url()).expect("url");
         reserve::db::run_migrations(&mut reserve::db::open(&url).expect("open")).expect("migrate");
+        Self::start_unmigrated(db, replicas).await
+    }
+
+    /// Starts every replica at once on `db` as it is: on a fresh database they
+    /// race to apply the migrations.
+    pub async fn start_unmigrated(db: TestDb, replicas: usize) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
         let mut cluster = Cluster {
             replicas: (0..replicas)
                 .map(|i| Replica {

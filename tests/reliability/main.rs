@@ -11,3 +11,4 @@ mod helpers;
 mod bank;
 mod cluster;
 mod outage;
+mod races;
