@@ -21,15 +21,18 @@ pub enum Role {
     Approver,
     Auditor,
     Admin,
+    /// A qualified buyer: the token's subject is a buyer code.
+    Bidder,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Viewer,
         Role::Operator,
         Role::Approver,
         Role::Auditor,
         Role::Admin,
+        Role::Bidder,
     ];
 
     pub fn parse(s: &str) -> Option<Role> {
@@ -43,6 +46,7 @@ impl Role {
             Role::Approver => "approver",
             Role::Auditor => "auditor",
             Role::Admin => "admin",
+            Role::Bidder => "bidder",
         }
     }
 }
@@ -334,6 +338,16 @@ impl RequiredRole for Operator {
 pub struct Admin;
 impl RequiredRole for Admin {
     const ROLE: Role = Role::Admin;
+}
+
+pub struct Approver;
+impl RequiredRole for Approver {
+    const ROLE: Role = Role::Approver;
+}
+
+pub struct Bidder;
+impl RequiredRole for Bidder {
+    const ROLE: Role = Role::Bidder;
 }
 
 /// An authenticated caller holding role `R`.

@@ -60,6 +60,9 @@ pub struct LedgerSettings {
     pub max_future_skew_secs: i64,
     /// Days an idempotency record is kept (the replay window); then purged.
     pub idempotency_retention_days: u32,
+    /// Month (1–12) the fiscal year starts in; a fiscal year is named by the
+    /// calendar year it ends in (US federal: 10, so FY2027 starts 2026-10-01).
+    pub fiscal_year_start_month: u32,
 }
 
 impl Settings {
@@ -98,6 +101,10 @@ impl Settings {
         anyhow::ensure!(
             matches!(self.server.log_format.as_str(), "text" | "json"),
             "server.log_format must be \"text\" or \"json\""
+        );
+        anyhow::ensure!(
+            (1..=12).contains(&self.ledger.fiscal_year_start_month),
+            "ledger.fiscal_year_start_month must be a month number, 1 to 12"
         );
         Ok(())
     }

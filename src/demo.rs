@@ -94,6 +94,7 @@ fn seed_all(conn: &mut DbConn) -> ApiResult<String> {
     let settings = LedgerSettings {
         max_future_skew_secs: 60,
         idempotency_retention_days: 30,
+        fiscal_year_start_month: 10,
     };
     let start = Utc::now() - Duration::days(365);
     // In-memory mirror of the balances, so every generated movement is valid.
@@ -225,6 +226,7 @@ fn seed_all(conn: &mut DbConn) -> ApiResult<String> {
                     actor: "demo-seed",
                     idempotency_key: &key,
                     legs,
+                    order: None,
                 },
             )?;
         }
@@ -275,6 +277,7 @@ fn seed_all(conn: &mut DbConn) -> ApiResult<String> {
                 actor: "demo-seed",
                 idempotency_key: &key,
                 legs: vec![leg],
+                order: None,
             },
         )?;
     }

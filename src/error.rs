@@ -37,6 +37,9 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// Invariant 8: the same subject may not both propose and approve.
+    #[error("{0}")]
+    SameSubject(String),
     /// A refusal because of the current state (stock, capacity, status, duplicates),
     /// with the numbers that explain it.
     #[error("{detail}")]
@@ -93,6 +96,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method-not-allowed",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::SameSubject(_) => "same-subject",
             ApiError::Conflict { code, .. } => code,
             ApiError::IdempotencyKeyReused => "idempotency-key-reused",
             ApiError::IdempotencyKeyInFlight => "idempotency-key-in-flight",
@@ -114,6 +118,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "Method not allowed",
             ApiError::Unauthorized(_) => "Authentication required",
             ApiError::Forbidden(_) => "Not allowed",
+            ApiError::SameSubject(_) => "A second person must approve",
             ApiError::Conflict { .. } => "Refused by the current state",
             ApiError::IdempotencyKeyReused => "Idempotency key reused",
             ApiError::IdempotencyKeyInFlight => "Request still in flight",
@@ -175,7 +180,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::SameSubject(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict { .. } | ApiError::IdempotencyKeyInFlight => StatusCode::CONFLICT,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,

@@ -82,6 +82,7 @@ diesel::table! {
         note -> Nullable<Text>,
         idempotency_key -> Text,
         movement_id -> Text,
+        order_id -> Nullable<BigInt>,
         prev_hash -> Text,
         hash -> Text,
     }
@@ -121,8 +122,139 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    element_policies (element) {
+        element -> Text,
+        reserve_floor_g -> Nullable<BigInt>,
+        consumption_g_per_year -> Nullable<BigInt>,
+        limited_drawdown_max_g -> Nullable<BigInt>,
+        limited_drawdown_max_days -> Nullable<Integer>,
+        test_sale_max_g -> Nullable<BigInt>,
+        version -> BigInt,
+        updated_at -> Timestamp,
+        updated_by -> Text,
+    }
+}
+
+diesel::table! {
+    element_policy_history (element, version) {
+        element -> Text,
+        version -> BigInt,
+        reserve_floor_g -> Nullable<BigInt>,
+        consumption_g_per_year -> Nullable<BigInt>,
+        limited_drawdown_max_g -> Nullable<BigInt>,
+        limited_drawdown_max_days -> Nullable<Integer>,
+        test_sale_max_g -> Nullable<BigInt>,
+        changed_at -> Timestamp,
+        changed_by -> Text,
+    }
+}
+
+diesel::table! {
+    ceilings (element, fiscal_year) {
+        element -> Text,
+        fiscal_year -> Integer,
+        acquire_max_g -> BigInt,
+        dispose_max_g -> BigInt,
+        updated_at -> Timestamp,
+        updated_by -> Text,
+    }
+}
+
+diesel::table! {
+    buyers (code) {
+        code -> Text,
+        name -> Text,
+        country -> Text,
+        created_at -> Timestamp,
+        created_by -> Text,
+    }
+}
+
+diesel::table! {
+    release_orders (id) {
+        id -> BigInt,
+        kind -> Text,
+        status -> Text,
+        element -> Text,
+        form -> Text,
+        grade -> Text,
+        quantity_g -> BigInt,
+        method -> Text,
+        authority -> Text,
+        reason -> Text,
+        counterparty -> Nullable<Text>,
+        emergency_finding -> Nullable<Text>,
+        law -> Nullable<Text>,
+        fiscal_year -> Nullable<Integer>,
+        premium_percent -> Nullable<Text>,
+        return_due -> Nullable<Date>,
+        late_premium_percent_per_day -> Nullable<Text>,
+        released_g -> BigInt,
+        returned_g -> BigInt,
+        proposed_by -> Text,
+        approved_by -> Nullable<Text>,
+        rule_id -> Nullable<BigInt>,
+        expected_completion -> Nullable<Date>,
+        closes_at -> Nullable<Timestamp>,
+        minimum_price_micros -> Nullable<BigInt>,
+        currency -> Nullable<Text>,
+        version -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    order_allocations (order_id, depot_id) {
+        order_id -> BigInt,
+        depot_id -> BigInt,
+        stockpile_id -> Nullable<BigInt>,
+        quantity_g -> BigInt,
+        reserved_g -> BigInt,
+        released_g -> BigInt,
+        deliver_by -> Date,
+    }
+}
+
+diesel::table! {
+    order_transitions (order_id, seq) {
+        order_id -> BigInt,
+        seq -> Integer,
+        at -> Timestamp,
+        actor -> Text,
+        from_status -> Nullable<Text>,
+        to_status -> Text,
+        note -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    bids (id) {
+        id -> BigInt,
+        order_id -> BigInt,
+        buyer -> Text,
+        quantity_g -> BigInt,
+        price_micros -> BigInt,
+        placed_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    awards (order_id, bid_id) {
+        order_id -> BigInt,
+        bid_id -> BigInt,
+        buyer -> Text,
+        quantity_g -> BigInt,
+        price_micros -> BigInt,
+        delivered_g -> BigInt,
+    }
+}
+
 diesel::joinable!(stockpiles -> depots (depot_id));
 diesel::joinable!(depot_history -> depots (depot_id));
+diesel::joinable!(order_allocations -> depots (depot_id));
+diesel::joinable!(order_allocations -> release_orders (order_id));
 diesel::joinable!(ledger_entries -> stockpiles (stockpile_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -136,4 +268,13 @@ diesel::allow_tables_to_appear_in_same_query!(
     idempotency_records,
     period_locks,
     depot_history,
+    element_policies,
+    element_policy_history,
+    ceilings,
+    buyers,
+    release_orders,
+    order_allocations,
+    order_transitions,
+    bids,
+    awards,
 );

@@ -48,6 +48,7 @@ pub struct ChainedFields<'a> {
     pub note: Option<&'a str>,
     pub idempotency_key: &'a str,
     pub movement_id: &'a str,
+    pub order_id: Option<i64>,
 }
 
 fn put(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
@@ -86,6 +87,8 @@ impl ChainedFields<'_> {
         put(&mut out, self.note.map(str::as_bytes));
         put(&mut out, Some(self.idempotency_key.as_bytes()));
         put(&mut out, Some(self.movement_id.as_bytes()));
+        let order = self.order_id.map(i64::to_be_bytes);
+        put(&mut out, order.as_ref().map(|o| o.as_slice()));
         out
     }
 
@@ -99,7 +102,7 @@ impl ChainedFields<'_> {
 }
 
 #[cfg(test)]
-const TEST_VECTOR_HASH: &str = "d98749a180689f28df6ba2dd445b09f65c4176b2b38b855b3bd5183134aa28f1";
+const TEST_VECTOR_HASH: &str = "58ffcff09368622e59b85ecb3dcc05af6d1eca58c51e15e52f1e1e4f4ce9d8bf";
 
 #[cfg(test)]
 mod tests {
@@ -130,6 +133,7 @@ mod tests {
             note: None,
             idempotency_key: "k1",
             movement_id: "m1",
+            order_id: None,
         }
     }
 

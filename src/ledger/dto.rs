@@ -425,6 +425,8 @@ pub struct EntryView {
     pub currency: Option<String>,
     pub note: Option<String>,
     pub movement_id: String,
+    /// The release order this entry executes or returns, if any.
+    pub order_id: Option<i64>,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -452,6 +454,7 @@ impl EntryView {
             unit_price: e.unit_price_micros.map(|m| Micros(m).to_decimal_string()),
             currency: e.currency,
             note: e.note,
+            order_id: e.order_id,
             movement_id: e.movement_id,
             prev_hash: e.prev_hash,
             hash: e.hash,

@@ -4,7 +4,8 @@
 //!
 //! 1. Locks in one global order so concurrent postings cannot deadlock: new
 //!    stockpile rows (by key), then depot rows (by id), then stockpile rows (by
-//!    id), then the single `ledger_head` row, last, just before commit.
+//!    id), then element rows (by symbol), then the single `ledger_head` row,
+//!    last, just before commit.
 //! 2. Each lock is a conditional UPDATE that checks the invariant as it takes the
 //!    lock (stock never below zero, depot never over capacity), so no check can
 //!    go stale between reading and writing.
@@ -13,7 +14,10 @@
 //!    the ledger never skips a row.
 //! 4. Hashes chain per stockpile off the head read under the stockpile's lock,
 //!    and commit to the stockpile's identity (depot, element, form, grade).
-//! 5. Every value a decision rests on is read under the lock that keeps it
+//! 5. Element rows (`element_policies`) are locked after the stockpiles, in
+//!    symbol order: under them the reserve floor and the annual ceilings are
+//!    checked against totals no other posting can change meanwhile.
+//! 6. Every value a decision rests on is read under the lock that keeps it
 //!    stable until commit: a depot's status and drawdown limit come back from
 //!    the statement that locks the depot row; the period lock is read after
 //!    `ledger_head` is held, which setting a period lock takes too; and one
@@ -42,6 +46,21 @@ pub struct Posting<'a> {
     pub actor: &'a str,
     pub idempotency_key: &'a str,
     pub legs: Vec<Leg>,
+    /// Set when the posting executes or returns a release order.
+    pub order: Option<OrderLink>,
+}
+
+/// What a posting does for a release order: every entry references the order,
+/// an execution consumes the order's reservation on its stockpile in the same
+/// statement that takes the stockpile's lock, and an emergency drawdown may go
+/// below the reserve floor.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderLink {
+    pub order_id: i64,
+    /// Grams of the order's reservation this posting consumes (on the
+    /// stockpile of its outflow leg).
+    pub consumes_reserved_g: i64,
+    pub floor_exempt: bool,
 }
 
 /// Posts every leg or none. Must run inside `db::write_transaction`.
@@ -67,10 +86,12 @@ pub fn post(
     let leg_stockpiles: Vec<i64> = legs.iter().map(|l| stockpile_ids[&l.key]).collect();
 
     let locked_depots = lock_depots(conn, &legs, &depots, &stockpile_ids)?;
-    let stockpile_heads = lock_stockpiles(conn, &legs, &leg_stockpiles)?;
+    let stockpile_heads = lock_stockpiles(conn, &legs, &leg_stockpiles, posting.order.as_ref())?;
     let instant = date_undated_legs(conn, &mut legs, &leg_stockpiles)?;
     check_drawdown(conn, &legs, &locked_depots)?;
     check_history(conn, &legs, &leg_stockpiles, &stockpile_heads)?;
+    let floor_exempt = posting.order.is_some_and(|o| o.floor_exempt);
+    super::limits::check(conn, settings, &legs, floor_exempt)?;
 
     // Last lock of the transaction: the global sequence.
     let n = legs.len() as i64;
@@ -118,6 +139,7 @@ pub fn post(
             note: leg.details.note,
             idempotency_key: posting.idempotency_key.to_string(),
             movement_id: movement_id.clone(),
+            order_id: posting.order.map(|o| o.order_id),
             prev_hash,
             hash: String::new(),
         };
@@ -488,7 +510,17 @@ fn lock_stockpiles(
     conn: &mut DbConn,
     legs: &[Leg],
     leg_stockpiles: &[i64],
+    order: Option<&OrderLink>,
 ) -> ApiResult<BTreeMap<i64, LockedStockpile>> {
+    // An order's execution releases its reservation on the stockpile its
+    // outflow leaves, in the statement that takes that stockpile's lock.
+    let reservation: Option<(i64, i64)> =
+        order.filter(|o| o.consumes_reserved_g > 0).and_then(|o| {
+            legs.iter()
+                .zip(leg_stockpiles)
+                .find(|(l, _)| l.quantity.0 < 0)
+                .map(|(_, s)| (*s, o.consumes_reserved_g))
+        });
     let mut deltas: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     for (leg, id) in legs.iter().zip(leg_stockpiles) {
         deltas.entry(*id).or_default().push(leg.quantity.0);
@@ -502,7 +534,21 @@ fn lock_stockpiles(
             stockpiles::reserved_g,
             stockpiles::head_hash,
         );
-        let updated: Option<(i64, i64, String)> = if net < 0 {
+        let consumed = reservation.filter(|(s, _)| *s == id).map_or(0, |(_, g)| g);
+        let updated: Option<(i64, i64, String)> = if consumed > 0 {
+            diesel::update(
+                target
+                    .filter(stockpiles::reserved_g.ge(consumed))
+                    .filter((stockpiles::on_hand_g - stockpiles::reserved_g).ge(-net - consumed)),
+            )
+            .set((
+                stockpiles::on_hand_g.eq(stockpiles::on_hand_g + net),
+                stockpiles::reserved_g.eq(stockpiles::reserved_g - consumed),
+            ))
+            .returning(cols)
+            .get_result(conn)
+            .optional()?
+        } else if net < 0 {
             diesel::update(target.filter((stockpiles::on_hand_g - stockpiles::reserved_g).ge(-net)))
                 .set(stockpiles::on_hand_g.eq(stockpiles::on_hand_g + net))
                 .returning(cols)

@@ -28,6 +28,7 @@ pub struct EntryRow {
     pub note: Option<String>,
     pub idempotency_key: String,
     pub movement_id: String,
+    pub order_id: Option<i64>,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -57,6 +58,7 @@ impl EntryRow {
             note: self.note.as_deref(),
             idempotency_key: &self.idempotency_key,
             movement_id: &self.movement_id,
+            order_id: self.order_id,
         }
     }
 }

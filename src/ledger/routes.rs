@@ -52,6 +52,7 @@ async fn post_legs(
                     actor: &user.subject,
                     idempotency_key: &key.0,
                     legs,
+                    order: None,
                 };
                 let records = post::post(c, &settings, posting)?;
                 let movement_id = records

@@ -159,6 +159,7 @@ fn run_case(backend: Backend, ops: &[Op]) -> Result<(), TestCaseError> {
     let settings = LedgerSettings {
         max_future_skew_secs: 60,
         idempotency_retention_days: 30,
+        fiscal_year_start_month: 10,
     };
     let mut model: BTreeMap<(usize, usize), i64> = BTreeMap::new();
     for (i, op) in ops.iter().enumerate() {
@@ -172,6 +173,7 @@ fn run_case(backend: Backend, ops: &[Op]) -> Result<(), TestCaseError> {
                     actor: "prop",
                     idempotency_key: &key,
                     legs: legs_of(op),
+                    order: None,
                 },
             )
         });

@@ -1,0 +1,11 @@
+DROP INDEX ledger_entries_order;
+ALTER TABLE ledger_entries DROP COLUMN order_id;
+DROP TABLE awards;
+DROP TABLE bids;
+DROP TABLE order_transitions;
+DROP TABLE order_allocations;
+DROP TABLE release_orders;
+DROP TABLE buyers;
+DROP TABLE ceilings;
+DROP TABLE element_policy_history;
+DROP TABLE element_policies;
