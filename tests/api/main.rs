@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod depots;
+mod docs;
 mod hardening;
 mod ledger;
 mod openapi;
