@@ -201,6 +201,12 @@ pub fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
     if !(1900..=9999).contains(&t.year()) {
         return Err("must lie between the years 1900 and 9999 (UTC)".into());
     }
+    // chrono keeps second 60 as a nanosecond past 1e9, which writes back as an
+    // invalid "…:60Z" and is stored as the next second: what is checked must be
+    // what is stored, so a leap second is refused.
+    if t.nanosecond() >= 1_000_000_000 {
+        return Err("must not name second 60 (a leap second); use :59.999999".into());
+    }
     Ok(t)
 }
 
@@ -319,6 +325,8 @@ mod tests {
         assert!(parse_rfc3339("0000-01-01T00:00:00+00:01").is_err());
         assert!(parse_rfc3339("9999-12-31T23:59:59-23:59").is_err());
         assert!(parse_rfc3339("9999-12-31T23:59:59Z").is_ok());
+        assert!(parse_rfc3339("2026-11-28T23:59:60.1Z").is_err());
+        assert!(parse_rfc3339("6745-11-09T22:05:60Z").is_err());
     }
 
     proptest! {
