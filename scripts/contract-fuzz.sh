@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Contract fuzzing: Schemathesis generates requests from openapi.yaml for every
 # operation (positive and negative data, examples, boundary values, random
-# inputs and stateful sequences over the links it infers), sends them to a live
-# `reserve serve --demo` on a scratch SQLite database, and checks every response
-# against the spec: no 5xx, a documented status code, content type, headers and
-# body schema. Exits non-zero on any finding, or when fewer than $MIN_REQUESTS
-# requests were sent.
+# inputs and stateful sequences over openapi.yaml's links and those it infers),
+# sends them to a live `reserve serve --demo` on a scratch SQLite database, and
+# runs every check on every response (`--checks all`): no 5xx; a documented
+# status code, content type, headers and body schema; authentication never
+# ignored; schema-valid requests accepted and schema-invalid ones refused; 405
+# with a correct Allow for undocumented methods. Exits non-zero on any finding,
+# or when fewer than $MIN_REQUESTS requests were sent.
 #
 #   bash scripts/contract-fuzz.sh
 #
@@ -18,9 +20,11 @@
 #                      set, a second run goes against a scratch database created
 #                      on that server (and dropped afterwards)
 #
-# Files: scripts/contract-fuzz.toml (Schemathesis settings: demo depot codes as
-# a fuzzing dictionary) and scripts/contract_fuzz_hooks.py (fresh Idempotency-Key
-# values for repeated keys; counts the requests sent).
+# Files: scripts/contract-fuzz.toml (Schemathesis settings: the credential,
+# demo depot codes as a fuzzing dictionary, the stateful phase's size, and the
+# checks narrowed per operation where a documented rule gives another status,
+# each with its reason) and scripts/contract_fuzz_hooks.py (fresh
+# Idempotency-Key values for repeated keys; counts the requests sent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
