@@ -163,10 +163,18 @@ proptest::proptest! {
             ),
         ];
         for (name, regex, parsed) in checks {
-            if name == "TimestampInput" && (s.starts_with("1900-01-01") || s.starts_with("9999-12-31")) {
-                continue;
+            let mut schema_valid = regex.is_match(&s);
+            if name == "TimestampInput" {
+                if s.starts_with("1900-01-01") || s.starts_with("9999-12-31") {
+                    continue;
+                }
+                // `format: date-time` beside the pattern refuses days that do
+                // not exist (30 February), which no pattern can.
+                schema_valid &= s
+                    .get(..10)
+                    .is_some_and(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok());
             }
-            proptest::prop_assert_eq!(regex.is_match(&s), parsed, "{}: {:?}", name, s);
+            proptest::prop_assert_eq!(schema_valid, parsed, "{}: {:?}", name, s);
         }
     }
 }
