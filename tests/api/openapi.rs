@@ -178,3 +178,31 @@ proptest::proptest! {
         }
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+
+    /// The Idempotency-Key pattern (which the fuzzing hooks reuse) accepts
+    /// exactly the header values the extractor accepts.
+    #[test]
+    fn idempotency_key_pattern_agrees_with_the_extractor(
+        s in proptest::prelude::prop_oneof![
+            "\"?[!-~]{0,3}\"?",
+            "[ -~]{0,6}",
+            "\"?[a-z]{195,202}\"?",
+        ]
+    ) {
+        use actix_web::FromRequest;
+        static SPEC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+        let spec = SPEC.get_or_init(spec);
+        let regex = pattern(spec, &["components", "parameters", "IdempotencyKey", "schema"]);
+        // A header value has no leading or trailing spaces once parsed.
+        proptest::prop_assume!(s.trim() == s);
+        let req = actix_web::test::TestRequest::default()
+            .insert_header(("Idempotency-Key", s.as_str()))
+            .to_http_request();
+        let extracted = reserve::http::IdempotencyKey::extract(&req).into_inner().is_ok();
+        let schema = regex.is_match(&s) && s.len() <= 202;
+        proptest::prop_assert_eq!(schema, extracted, "{:?}", s);
+    }
+}
