@@ -6,6 +6,7 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod depots;
+pub mod docs;
 pub mod elements;
 pub mod error;
 pub mod health;

@@ -4,7 +4,7 @@
 use actix_web::{web, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
-use crate::{depots, elements, health, ledger, periods, stockpiles, summary};
+use crate::{depots, docs, elements, health, ledger, periods, stockpiles, summary};
 
 fn method_not_allowed(allow: &str) -> HttpResponse {
     let mut response =
@@ -48,6 +48,10 @@ macro_rules! route_table {
 route_table! {
     get "/healthz" => health::healthz,
     get "/readyz" => health::readyz,
+
+    get "/openapi.yaml" => docs::routes::openapi_yaml,
+    get "/docs" => docs::routes::page,
+    get "/docs/{asset}" => docs::routes::asset,
 
     get "/api/v1/elements" => elements::routes::list,
     get "/api/v1/elements/{symbol}" => elements::routes::get,

@@ -371,6 +371,7 @@ mod tests {
         assert!(parse_rfc3339("9999-12-31T23:59:59Z").is_ok());
         assert!(parse_rfc3339("2026-11-28T23:59:60.1Z").is_err());
         assert!(parse_rfc3339("2016-12-31T23:59:60Z").is_err());
+        assert!(parse_rfc3339("6745-11-09T22:05:60Z").is_err());
     }
 
     proptest! {

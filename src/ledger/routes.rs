@@ -218,6 +218,13 @@ pub async fn list(
     };
     let from = time("from", &q.from);
     let to = time("to", &q.to);
+    // PostgreSQL refuses a NUL in a text parameter (a 500 before this check);
+    // no stored reference or movement id can hold one.
+    for (name, value) in [("reference", &q.reference), ("movement_id", &q.movement_id)] {
+        if value.as_deref().is_some_and(|v| v.contains('\0')) {
+            errors.push(FieldError::new(name, "must not contain a NUL character"));
+        }
+    }
     let max = if csv_wanted { MAX_CSV_LIMIT } else { MAX_LIMIT };
     let page = PageRequest::parse(q.limit, q.cursor.as_deref(), q.order.as_deref(), max);
     if !errors.is_empty() {

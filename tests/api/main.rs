@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod cli;
 mod depots;
+mod docs;
 mod hardening;
 mod integrity;
 mod ledger;

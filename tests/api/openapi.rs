@@ -94,3 +94,115 @@ fn collect_refs(v: &Value, out: &mut Vec<String>) {
         _ => {}
     }
 }
+
+/// The `pattern` of a schema, found by a path of keys from the document root.
+fn pattern(spec: &Value, path: &[&str]) -> regex_lite::Regex {
+    let mut node = spec;
+    for key in path {
+        node = &node[*key];
+    }
+    let p = node["pattern"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{path:?} has no pattern"));
+    regex_lite::Regex::new(p).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+}
+
+/// Strings near each pattern's edges: digits, points, signs, letters in both
+/// cases, separators, and the lengths around each limit.
+fn near_misses() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        "0{0,3}[0-9]{0,14}(\\.[0-9]{0,8})?",
+        "[0-9.+\\-eE ]{0,16}",
+        "(19|20|99|18|00|10)[0-9]{2}-[01][0-9]-[0-3][0-9][Tt ][0-2][0-9]:[0-6][0-9]:[0-6][0-9](\\.[0-9]{1,10})?([Zz]|[+-][0-2][0-9]:[0-6][0-9])?",
+        "[A-Za-z0-9\\-]{0,18}",
+        "[a-zA-Z]{0,10}",
+        "[ -~]{0,20}",
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+
+    /// Schema truths: every input pattern in openapi.yaml accepts exactly what
+    /// the server's parser accepts, so a client that validates against the
+    /// schema is never refused for a shape, and never sends one it would be.
+    #[test]
+    fn input_patterns_agree_with_the_parsers(s in near_misses()) {
+        use reserve::db::types::{self, Grade, Grams, Micros};
+        use reserve::depots::model::DepotCode;
+        use reserve::elements::model::{ElementSymbol, Form};
+        static SPEC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+        let spec = SPEC.get_or_init(spec);
+        let schema = |name: &str| pattern(spec, &["components", "schemas", name]);
+        let checks: [(&str, regex_lite::Regex, bool); 9] = [
+            ("KgInput", schema("KgInput"), Grams::parse_kg(&s).is_ok()),
+            ("PositiveKgInput", schema("PositiveKgInput"), Grams::parse_kg(&s).is_ok_and(|g| g.0 > 0)),
+            ("GradeInput", schema("GradeInput"), Grade::parse(&s).is_ok()),
+            ("DepotCodeInput", schema("DepotCodeInput"), DepotCode::parse(&s).is_ok()),
+            ("ElementSymbolInput", schema("ElementSymbolInput"), ElementSymbol::parse(&s).is_ok()),
+            ("FormInput", schema("FormInput"), Form::parse(&s).is_ok()),
+            (
+                "MovementRequest.unit_price",
+                pattern(spec, &["components", "schemas", "MovementRequest", "properties", "unit_price"]),
+                Micros::parse(&s).is_ok(),
+            ),
+            (
+                "PatchDepotRequest.capacity_kg",
+                pattern(spec, &["components", "schemas", "PatchDepotRequest", "properties", "capacity_kg"]),
+                Grams::parse_kg(&s).is_ok(),
+            ),
+            (
+                "TimestampInput",
+                schema("TimestampInput"),
+                // The pattern reads the year as written; the parser checks it in
+                // UTC. Only 1900-01-01 and 9999-12-31 can differ, and the
+                // schema's description says so. chrono also takes a space for
+                // the T, which RFC 3339 (and the schema) do not.
+                types::parse_rfc3339(&s).is_ok() && !s.contains(' '),
+            ),
+        ];
+        for (name, regex, parsed) in checks {
+            let mut schema_valid = regex.is_match(&s);
+            if name == "TimestampInput" {
+                if s.starts_with("1900-01-01") || s.starts_with("9999-12-31") {
+                    continue;
+                }
+                // `format: date-time` beside the pattern refuses days that do
+                // not exist (30 February), which no pattern can.
+                schema_valid &= s
+                    .get(..10)
+                    .is_some_and(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok());
+            }
+            proptest::prop_assert_eq!(schema_valid, parsed, "{}: {:?}", name, s);
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+
+    /// The Idempotency-Key pattern (which the fuzzing hooks reuse) accepts
+    /// exactly the header values the extractor accepts.
+    #[test]
+    fn idempotency_key_pattern_agrees_with_the_extractor(
+        s in proptest::prelude::prop_oneof![
+            "\"?[!-~]{0,3}\"?",
+            "[ -~]{0,6}",
+            "\"?[a-z]{195,202}\"?",
+        ]
+    ) {
+        use actix_web::FromRequest;
+        static SPEC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+        let spec = SPEC.get_or_init(spec);
+        let regex = pattern(spec, &["components", "parameters", "IdempotencyKey", "schema"]);
+        // A header value has no leading or trailing spaces once parsed.
+        proptest::prop_assume!(s.trim() == s);
+        let req = actix_web::test::TestRequest::default()
+            .insert_header(("Idempotency-Key", s.as_str()))
+            .to_http_request();
+        let extracted = reserve::http::IdempotencyKey::extract(&req).into_inner().is_ok();
+        let schema = regex.is_match(&s) && s.len() <= 202;
+        proptest::prop_assert_eq!(schema, extracted, "{:?}", s);
+    }
+}
