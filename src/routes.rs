@@ -4,7 +4,7 @@
 use actix_web::{web, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
-use crate::{depots, docs, elements, health, ledger, periods, stockpiles, summary};
+use crate::{depots, docs, elements, health, ledger, orders, periods, stockpiles, summary};
 
 fn method_not_allowed(allow: &str) -> HttpResponse {
     let mut response =
@@ -80,4 +80,19 @@ route_table! {
 
     post "/api/v1/period-locks" => periods::routes::create,
     get "/api/v1/period-locks" => periods::routes::list,
+
+    post "/api/v1/release-orders" => orders::routes::create,
+    get "/api/v1/release-orders" => orders::routes::list,
+    get "/api/v1/release-orders/{id}" => orders::routes::get,
+    post "/api/v1/release-orders/{id}/approve" => orders::routes::approve,
+    post "/api/v1/release-orders/{id}/reject" => orders::routes::reject,
+    post "/api/v1/release-orders/{id}/cancel" => orders::routes::cancel,
+    post "/api/v1/release-orders/{id}/execute" => orders::routes::execute,
+    post "/api/v1/release-orders/{id}/returns" => orders::routes::returns,
+    post "/api/v1/release-orders/{id}/notice" => orders::routes::notice,
+    post "/api/v1/release-orders/{id}/bids" => orders::routes::bid,
+    get "/api/v1/release-orders/{id}/bids" => orders::routes::list_bids,
+    post "/api/v1/release-orders/{id}/award" => orders::routes::award,
+    post "/api/v1/buyers" => orders::routes::create_buyer,
+    get "/api/v1/buyers" => orders::routes::list_buyers,
 }

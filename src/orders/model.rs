@@ -210,6 +210,184 @@ pub fn fiscal_year_bounds(fy: i32, start_month: u32) -> Option<(NaiveDate, Naive
     Some((first, next - Duration::days(1)))
 }
 
+/// The SPR's kinds of release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderKind {
+    EmergencyDrawdown,
+    LimitedDrawdown,
+    TestSale,
+    MandatedSale,
+    Exchange,
+}
+
+impl OrderKind {
+    pub const ALL: [OrderKind; 5] = [
+        OrderKind::EmergencyDrawdown,
+        OrderKind::LimitedDrawdown,
+        OrderKind::TestSale,
+        OrderKind::MandatedSale,
+        OrderKind::Exchange,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderKind::EmergencyDrawdown => "emergency_drawdown",
+            OrderKind::LimitedDrawdown => "limited_drawdown",
+            OrderKind::TestSale => "test_sale",
+            OrderKind::MandatedSale => "mandated_sale",
+            OrderKind::Exchange => "exchange",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<OrderKind, String> {
+        OrderKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                "must be one of emergency_drawdown, limited_drawdown, test_sale, mandated_sale, exchange".into()
+            })
+    }
+}
+
+/// How an order's material leaves: to a named counterparty, sold to the
+/// highest bids, or lent (exchanges).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Direct,
+    Sale,
+    Loan,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Direct => "direct",
+            Method::Sale => "sale",
+            Method::Loan => "loan",
+        }
+    }
+
+    pub fn from_stored(s: &str) -> Method {
+        match s {
+            "direct" => Method::Direct,
+            "loan" => Method::Loan,
+            _ => Method::Sale,
+        }
+    }
+}
+
+/// Lifecycle: proposed → approved (→ offered → awarded, for sales) →
+/// executing → completed (→ returned, for exchanges); or rejected / cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Proposed,
+    Approved,
+    Offered,
+    Awarded,
+    Executing,
+    Completed,
+    Returned,
+    Rejected,
+    Cancelled,
+}
+
+impl Status {
+    pub const ALL: [Status; 9] = [
+        Status::Proposed,
+        Status::Approved,
+        Status::Offered,
+        Status::Awarded,
+        Status::Executing,
+        Status::Completed,
+        Status::Returned,
+        Status::Rejected,
+        Status::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Proposed => "proposed",
+            Status::Approved => "approved",
+            Status::Offered => "offered",
+            Status::Awarded => "awarded",
+            Status::Executing => "executing",
+            Status::Completed => "completed",
+            Status::Returned => "returned",
+            Status::Rejected => "rejected",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Status, String> {
+        Status::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                "must be one of proposed, approved, offered, awarded, executing, completed, returned, rejected, cancelled".into()
+            })
+    }
+
+    /// States from which an order may still be cancelled (whatever is still
+    /// reserved is then voided).
+    pub const CANCELLABLE: [Status; 5] = [
+        Status::Proposed,
+        Status::Approved,
+        Status::Offered,
+        Status::Awarded,
+        Status::Executing,
+    ];
+}
+
+/// The statuses an execution may start from: a direct drawdown or an exchange
+/// once approved, a sale once awarded.
+pub fn executable_from(method: Method) -> &'static [Status] {
+    match method {
+        Method::Sale => &[Status::Awarded, Status::Executing],
+        Method::Direct | Method::Loan => &[Status::Approved, Status::Executing],
+    }
+}
+
+/// A policy limit an order breaks at proposal or approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyBreach {
+    LimitedDrawdownQuantity { max_g: i64 },
+    LimitedDrawdownDuration { max_days: i32, plan_days: i64 },
+    TestSaleQuantity { max_g: i64 },
+}
+
+/// The element policy's caps on an order: a limited drawdown may move at
+/// most `limited_drawdown_max_g` and must complete within
+/// `limited_drawdown_max_days` (day 1 being the start); a test sale at most
+/// `test_sale_max_g`.
+pub fn check_policy(
+    kind: OrderKind,
+    quantity_g: i64,
+    plan_days: i64,
+    limited_max_g: Option<i64>,
+    limited_max_days: Option<i32>,
+    test_sale_max_g: Option<i64>,
+) -> Result<(), PolicyBreach> {
+    match kind {
+        OrderKind::LimitedDrawdown => {
+            if let Some(max_g) = limited_max_g.filter(|m| quantity_g > *m) {
+                return Err(PolicyBreach::LimitedDrawdownQuantity { max_g });
+            }
+            if let Some(max_days) = limited_max_days.filter(|d| plan_days > i64::from(*d)) {
+                return Err(PolicyBreach::LimitedDrawdownDuration {
+                    max_days,
+                    plan_days,
+                });
+            }
+            Ok(())
+        }
+        OrderKind::TestSale => match test_sale_max_g.filter(|m| quantity_g > *m) {
+            Some(max_g) => Err(PolicyBreach::TestSaleQuantity { max_g }),
+            None => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,6 +535,38 @@ mod tests {
             award(1_000_000, &shuffled),
             awards,
             "the order of storage does not matter"
+        );
+    }
+
+    #[test]
+    fn policy_caps_limited_drawdowns_and_test_sales() {
+        use OrderKind::*;
+        assert_eq!(
+            check_policy(LimitedDrawdown, 10, 5, Some(10), Some(5), None),
+            Ok(())
+        );
+        assert_eq!(
+            check_policy(LimitedDrawdown, 11, 5, Some(10), Some(5), None),
+            Err(PolicyBreach::LimitedDrawdownQuantity { max_g: 10 })
+        );
+        assert_eq!(
+            check_policy(LimitedDrawdown, 10, 6, Some(10), Some(5), None),
+            Err(PolicyBreach::LimitedDrawdownDuration {
+                max_days: 5,
+                plan_days: 6
+            })
+        );
+        assert_eq!(
+            check_policy(TestSale, 11, 1, None, None, Some(10)),
+            Err(PolicyBreach::TestSaleQuantity { max_g: 10 })
+        );
+        assert_eq!(
+            check_policy(EmergencyDrawdown, i64::MAX, 999, Some(1), Some(1), Some(1)),
+            Ok(())
+        );
+        assert_eq!(
+            check_policy(LimitedDrawdown, 1_000, 99, None, None, None),
+            Ok(())
         );
     }
 

@@ -12,6 +12,7 @@ mod integrity;
 mod ledger;
 mod messages;
 mod openapi;
+mod orders;
 mod pagination;
 mod properties;
 mod reads;
