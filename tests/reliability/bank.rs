@@ -18,6 +18,8 @@ use crate::helpers::{grams, postgres_skipped, test_settings, Backend, TestDb, SE
 const DEPOTS: [(&str, &str); 3] = [("BA1", "5000"), ("BB2", "5000"), ("BC3", "2000")];
 const ELEMENTS: [&str; 3] = ["Nd", "Dy", "Tb"];
 const CLIENTS: usize = 8;
+/// Clients that run release orders through their whole lifecycle meanwhile.
+const ORDER_CLIENTS: usize = 2;
 
 #[actix_rt::test]
 async fn bank_sqlite() {
@@ -59,7 +61,7 @@ fn seconds() -> u64 {
 
 /// One write as a client sees it.
 struct Write {
-    path: &'static str,
+    path: String,
     body: Value,
     key: String,
     /// Element and signed grams for the conservation sum (0 for transfers).
@@ -76,6 +78,9 @@ struct Tally {
     acknowledged: BTreeMap<String, usize>,
     /// Net acknowledged grams per element.
     net_g: [i64; 3],
+    /// Release orders approved, and executions of them acknowledged.
+    orders_approved: u64,
+    orders_executed: u64,
 }
 
 fn random_write(rng: &mut StdRng) -> Write {
@@ -88,7 +93,7 @@ fn random_write(rng: &mut StdRng) -> Write {
     let key = uuid::Uuid::new_v4().to_string();
     if roll < 0.4 {
         Write {
-            path: "/api/v1/acquisitions",
+            path: "/api/v1/acquisitions".into(),
             body: stock(depot),
             key,
             element,
@@ -96,7 +101,7 @@ fn random_write(rng: &mut StdRng) -> Write {
         }
     } else if roll < 0.7 {
         Write {
-            path: "/api/v1/releases",
+            path: "/api/v1/releases".into(),
             body: stock(depot),
             key,
             element,
@@ -108,7 +113,7 @@ fn random_write(rng: &mut StdRng) -> Write {
         let body = json!({"from_depot": DEPOTS[from].0, "to_depot": DEPOTS[to].0, "element": ELEMENTS[element],
                           "form": "oxide", "grade": "99.5", "quantity_kg": kg});
         Write {
-            path: "/api/v1/transfers",
+            path: "/api/v1/transfers".into(),
             body,
             key,
             element,
@@ -151,8 +156,10 @@ async fn send(
             let status = res.status().as_u16();
             let body: Value = res.json().limit(1 << 20).await.unwrap_or(Value::Null);
             match (status, body["code"].as_str()) {
-                (201, _) => return Outcome::Acknowledged(body),
-                (409, Some("insufficient-stock" | "over-capacity")) => return Outcome::Refused,
+                (200 | 201, _) => return Outcome::Acknowledged(body),
+                (409, Some("insufficient-stock" | "over-capacity" | "order-state")) => {
+                    return Outcome::Refused
+                }
                 (409, Some("idempotency-key-in-flight")) | (503, _) => {}
                 // A body lost with a dying server.
                 (_, _) if body.is_null() && status >= 500 => {}
@@ -172,6 +179,80 @@ async fn send(
         tally.retries += 1;
         actix_rt::time::sleep(Duration::from_millis(20 * u64::from(attempt.min(10)))).await;
     }
+}
+
+/// Release orders in the mix: propose an emergency drawdown, have a second
+/// person approve it (which reserves stock), then execute part or all of it
+/// at its first depot, and cancel what is left (which voids the rest of the
+/// reservation). Executions are ledger writes like any other.
+async fn order_loop(
+    ports: Vec<u16>,
+    operator: String,
+    approver: String,
+    seed: u64,
+    until: Instant,
+) -> Tally {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut tally = Tally::default();
+    let give_up = until + Duration::from_secs(120);
+    let path = |id: &Value, action: &str| format!("/api/v1/release-orders/{id}/{action}");
+    while Instant::now() < until {
+        let element = rng.gen_range(0..ELEMENTS.len());
+        let g: i64 = rng.gen_range(1..50_000);
+        let kg = |g: i64| format!("{}.{:03}", g / 1000, g % 1000);
+        let mut w = Write {
+            path: "/api/v1/release-orders".into(),
+            body: json!({"kind": "emergency_drawdown", "element": ELEMENTS[element], "form": "oxide",
+                         "grade": "99.5", "quantity_kg": kg(g), "authority": "bank test",
+                         "reason": "load", "method": "direct", "counterparty": "X",
+                         "emergency_finding": "F-1"}),
+            key: uuid::Uuid::new_v4().to_string(),
+            element,
+            delta_g: 0,
+        };
+        let Outcome::Acknowledged(order) =
+            send(&ports, &operator, &w, &mut rng, &mut tally, give_up).await
+        else {
+            tally.refused += 1;
+            continue;
+        };
+        let id = order["id"].clone();
+        w.path = path(&id, "approve");
+        w.body = json!({});
+        w.key = uuid::Uuid::new_v4().to_string();
+        let approved = send(&ports, &approver, &w, &mut rng, &mut tally, give_up).await;
+        if let Outcome::Acknowledged(approved) = approved {
+            tally.orders_approved += 1;
+            let first = &approved["allocation"][0];
+            let allocated = grams(first["quantity_kg"].as_str().unwrap());
+            let take = if rng.gen_bool(0.5) {
+                allocated
+            } else {
+                rng.gen_range(1..=allocated)
+            };
+            w.path = path(&id, "execute");
+            w.body = json!({"depot": first["depot"], "quantity_kg": kg(take)});
+            w.key = uuid::Uuid::new_v4().to_string();
+            match send(&ports, &operator, &w, &mut rng, &mut tally, give_up).await {
+                Outcome::Acknowledged(entry) => {
+                    let movement = entry["movement_id"].as_str().unwrap().to_string();
+                    assert!(tally.acknowledged.insert(movement, 1).is_none());
+                    tally.net_g[element] -= take;
+                    tally.orders_executed += 1;
+                }
+                Outcome::Refused => panic!("an approved order's reserved stock was not there"),
+            }
+        } else {
+            tally.refused += 1;
+        }
+        // Whatever is left of the order is cancelled; a completed order
+        // refuses (409 order-state), which is as good.
+        w.path = path(&id, "cancel");
+        w.body = json!({});
+        w.key = uuid::Uuid::new_v4().to_string();
+        let _ = send(&ports, &approver, &w, &mut rng, &mut tally, give_up).await;
+    }
+    tally
 }
 
 async fn client_loop(ports: Vec<u16>, token: String, seed: u64, until: Instant) -> Tally {
@@ -209,6 +290,9 @@ async fn bank(backend: Backend, replicas: usize, kills: usize) {
     let operator = keys
         .mint("bank-operator", &[Role::Operator], None, hour)
         .unwrap();
+    let approver = keys
+        .mint("bank-approver", &[Role::Approver], None, hour)
+        .unwrap();
     let ports: Vec<u16> = cluster.replicas.iter().map(|r| r.port).collect();
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -242,14 +326,26 @@ async fn bank(backend: Backend, replicas: usize, kills: usize) {
     let duration = Duration::from_secs(seconds());
     let started = Instant::now();
     let until = started + duration;
-    let clients = join_all((0..CLIENTS).map(|c| {
-        client_loop(
-            ports.clone(),
-            operator.clone(),
-            c as u64 * 7919 + replicas as u64,
-            until,
-        )
-    }));
+    let clients = join_all(
+        (0..CLIENTS)
+            .map(|c| {
+                Box::pin(client_loop(
+                    ports.clone(),
+                    operator.clone(),
+                    c as u64 * 7919 + replicas as u64,
+                    until,
+                )) as std::pin::Pin<Box<dyn std::future::Future<Output = Tally>>>
+            })
+            .chain((0..ORDER_CLIENTS).map(|c| {
+                Box::pin(order_loop(
+                    ports.clone(),
+                    operator.clone(),
+                    approver.clone(),
+                    c as u64 * 104_729 + replicas as u64,
+                    until,
+                )) as std::pin::Pin<Box<dyn std::future::Future<Output = Tally>>>
+            })),
+    );
     let killer = async {
         let mut done = 0;
         for k in 0..kills {
@@ -270,6 +366,8 @@ async fn bank(backend: Backend, replicas: usize, kills: usize) {
         total.requests += t.requests;
         total.retries += t.retries;
         total.refused += t.refused;
+        total.orders_approved += t.orders_approved;
+        total.orders_executed += t.orders_executed;
         for e in 0..3 {
             total.net_g[e] += t.net_g[e];
         }
@@ -363,14 +461,38 @@ async fn bank(backend: Backend, replicas: usize, kills: usize) {
             "{s}"
         );
     }
+    // 5. Reservations: what stockpiles hold reserved is exactly what open
+    //    orders hold, and no order is left half-way.
+    let mut orders_reserved = 0i64;
+    let mut cursor = String::new();
+    loop {
+        let page = get(format!("/api/v1/release-orders?limit=200&cursor={cursor}")).await;
+        for o in page["items"].as_array().unwrap() {
+            orders_reserved += grams(o["reserved_kg"].as_str().unwrap());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+    }
+    let stockpiles_reserved: i64 = stock["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| grams(s["reserved_kg"].as_str().unwrap()))
+        .sum();
+    assert_eq!(stockpiles_reserved, orders_reserved, "reservations drifted");
+    assert!(total.orders_executed > 0, "orders ran in the mix");
     assert_eq!(kills_done, kills);
     println!(
-        "bank: backend={backend:?} replicas={replicas} seconds={} clients={CLIENTS} requests={} retries={} acknowledged={} refused={} kills={kills_done} entries_checked={entries} lost=0 duplicated=0",
+        "bank: backend={backend:?} replicas={replicas} seconds={} clients={CLIENTS} requests={} retries={} acknowledged={} refused={} orders_approved={} orders_executed={} kills={kills_done} entries_checked={entries} lost=0 duplicated=0",
         duration.as_secs(),
         total.requests,
         total.retries,
         total.acknowledged.len(),
         total.refused,
+        total.orders_approved,
+        total.orders_executed,
     );
     drop(cluster);
 }
