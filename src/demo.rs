@@ -281,9 +281,128 @@ fn seed_all(conn: &mut DbConn) -> ApiResult<String> {
             },
         )?;
     }
+    let orders = seed_orders(conn, &settings)?;
     Ok(format!(
-        "{} depots, {postings} movements, {entries} ledger entries over the past year",
+        "{} depots, {postings} movements, {entries} ledger entries over the past year; {orders}",
         DEPOTS.len()
+    ))
+}
+
+/// Three qualified buyers, one completed test sale awarded to them, and one
+/// open exchange (a loan of dysprosium oxide due back in 90 days), each
+/// proposed by one person and approved by another, through the real code.
+fn seed_orders(conn: &mut DbConn, settings: &LedgerSettings) -> ApiResult<String> {
+    use crate::orders::dto::{Execution, NewOrder, Notice};
+    use crate::orders::model::{Method, OrderKind};
+    use crate::orders::repo;
+    let planner = crate::auth::AuthUser {
+        subject: "demo-planner".into(),
+        roles: [crate::auth::Role::Operator].into(),
+        depots: None,
+    };
+    let buyers = [
+        ("MAGNA-JP", "Magna Materials KK", "JP"),
+        ("VULCAN-DE", "Vulcan Magnetwerk GmbH", "DE"),
+        ("HANSOL-KR", "Hansol Advanced Metals", "KR"),
+    ];
+    for (code, name, country) in buyers {
+        repo::insert_buyer(conn, "demo-admin", code, name, country)?;
+    }
+    let order = |kind, element: &str, grade: &str, kg: i64, method| NewOrder {
+        kind,
+        element: ElementSymbol::parse(element).expect("demo element"),
+        form: Form::Oxide,
+        grade: Grade::parse(grade).expect("demo grade"),
+        quantity: Grams(kg * 1_000),
+        method,
+        authority: "Strategic Materials Act, section 9".into(),
+        reason: "demo".into(),
+        counterparty: None,
+        emergency_finding: None,
+        law: None,
+        fiscal_year: None,
+        premium_percent: None,
+        return_due: None,
+        late_premium_percent_per_day: None,
+    };
+    let mut keys = 0;
+    let mut key = || {
+        keys += 1;
+        format!("demo-order-{keys}")
+    };
+
+    // A test sale of 1,000 kg of cerium oxide, three bids, awarded, delivered.
+    let sale = order(OrderKind::TestSale, "Ce", "99.5", 1_000, Method::Sale);
+    let sale = repo::propose(conn, &planner.subject, &sale, None)?;
+    repo::approve(conn, "demo-approver", sale.id, Some("within the test-sale cap"))?;
+    let closes_at = types::now() + Duration::milliseconds(300);
+    repo::notice(
+        conn,
+        "demo-approver",
+        sale.id,
+        &Notice {
+            closes_at,
+            minimum_price: Some(Micros(20_000_000)),
+            currency: "USD".into(),
+        },
+    )?;
+    for (buyer, kg, price) in [
+        ("MAGNA-JP", 400, 31_000_000),
+        ("VULCAN-DE", 500, 29_500_000),
+        ("HANSOL-KR", 300, 33_000_000),
+    ] {
+        repo::bid(conn, buyer, sale.id, Grams(kg * 1_000), Micros(price))?;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(350));
+    let awarded = repo::award(conn, "demo-approver", sale.id)?;
+    let mut allocation: Vec<(String, i64)> = awarded
+        .allocation
+        .iter()
+        .map(|a| (a.depot.clone(), Grams::parse_kg(&a.quantity_kg).map(|g| g.0).unwrap_or(0)))
+        .collect();
+    for award in &awarded.awards {
+        let mut left = Grams::parse_kg(&award.quantity_kg).map(|g| g.0).unwrap_or(0);
+        for (depot, remaining) in allocation.iter_mut().filter(|(_, r)| *r > 0) {
+            let take = left.min(*remaining);
+            if take == 0 {
+                continue;
+            }
+            let x = Execution {
+                depot: DepotCode::parse(depot).map_err(ApiError::BadRequest)?,
+                quantity: Grams(take),
+                occurred_at: None,
+                buyer: Some(award.buyer.clone()),
+                reference: None,
+                note: None,
+            };
+            repo::execute(conn, settings, &planner, &key(), sale.id, &x)?;
+            *remaining -= take;
+            left -= take;
+        }
+    }
+
+    // An exchange: 500 kg of dysprosium oxide lent at a 5% premium.
+    let mut loan = order(OrderKind::Exchange, "Dy", "99.5", 500, Method::Loan);
+    loan.counterparty = Some("Hansol Advanced Metals".into());
+    loan.premium_percent = Some(rust_decimal::Decimal::new(5, 0));
+    loan.late_premium_percent_per_day = Some(rust_decimal::Decimal::new(5, 2));
+    loan.return_due = Some(Utc::now().date_naive() + Duration::days(90));
+    let loan = repo::propose(conn, &planner.subject, &loan, None)?;
+    let loan = repo::approve(conn, "demo-approver", loan.id, None)?;
+    for a in &loan.allocation {
+        let x = Execution {
+            depot: DepotCode::parse(&a.depot).map_err(ApiError::BadRequest)?,
+            quantity: Grams::parse_kg(&a.quantity_kg).map_err(ApiError::BadRequest)?,
+            occurred_at: None,
+            buyer: None,
+            reference: None,
+            note: None,
+        };
+        repo::execute(conn, settings, &planner, &key(), loan.id, &x)?;
+    }
+    Ok(format!(
+        "test sale {} completed, exchange {} open",
+        sale.id, loan.id
     ))
 }
 
