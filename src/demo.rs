@@ -334,7 +334,12 @@ fn seed_orders(conn: &mut DbConn, settings: &LedgerSettings) -> ApiResult<String
     // A test sale of 1,000 kg of cerium oxide, three bids, awarded, delivered.
     let sale = order(OrderKind::TestSale, "Ce", "99.5", 1_000, Method::Sale);
     let sale = repo::propose(conn, &planner.subject, &sale, None)?;
-    repo::approve(conn, "demo-approver", sale.id, Some("within the test-sale cap"))?;
+    repo::approve(
+        conn,
+        "demo-approver",
+        sale.id,
+        Some("within the test-sale cap"),
+    )?;
     let closes_at = types::now() + Duration::milliseconds(300);
     repo::notice(
         conn,
@@ -358,10 +363,17 @@ fn seed_orders(conn: &mut DbConn, settings: &LedgerSettings) -> ApiResult<String
     let mut allocation: Vec<(String, i64)> = awarded
         .allocation
         .iter()
-        .map(|a| (a.depot.clone(), Grams::parse_kg(&a.quantity_kg).map(|g| g.0).unwrap_or(0)))
+        .map(|a| {
+            (
+                a.depot.clone(),
+                Grams::parse_kg(&a.quantity_kg).map(|g| g.0).unwrap_or(0),
+            )
+        })
         .collect();
     for award in &awarded.awards {
-        let mut left = Grams::parse_kg(&award.quantity_kg).map(|g| g.0).unwrap_or(0);
+        let mut left = Grams::parse_kg(&award.quantity_kg)
+            .map(|g| g.0)
+            .unwrap_or(0);
         for (depot, remaining) in allocation.iter_mut().filter(|(_, r)| *r > 0) {
             let take = left.min(*remaining);
             if take == 0 {

@@ -425,6 +425,9 @@ pub struct EntryView {
     pub currency: Option<String>,
     pub note: Option<String>,
     pub movement_id: String,
+    /// The Idempotency-Key it was posted under (part of what its hash
+    /// commits to): shown, like `actor`, to auditors and admins only.
+    pub idempotency_key: Option<String>,
     /// The release order this entry executes or returns, if any.
     pub order_id: Option<i64>,
     pub prev_hash: String,
@@ -448,6 +451,7 @@ impl EntryView {
             occurred_at: types::rfc3339(types::from_db(e.occurred_at)),
             recorded_at: types::rfc3339(types::from_db(e.recorded_at)),
             actor: show_actor.then_some(e.actor),
+            idempotency_key: show_actor.then_some(e.idempotency_key),
             reference: e.reference,
             counterparty: e.counterparty,
             origin_country: e.origin_country,

@@ -272,6 +272,9 @@ pub async fn list(
             "currency",
             "note",
             "movement_id",
+            "idempotency_key",
+            "order_id",
+            "prev_hash",
             "hash",
         ];
         let opt = |v: Option<String>| v.unwrap_or_default();
@@ -298,6 +301,9 @@ pub async fn list(
                     opt(e.currency),
                     opt(e.note),
                     e.movement_id,
+                    opt(e.idempotency_key),
+                    e.order_id.map(|o| o.to_string()).unwrap_or_default(),
+                    e.prev_hash,
                     e.hash,
                 ]
             })

@@ -1107,7 +1107,13 @@ pub fn list(conn: &mut DbConn, f: &OrderFilter, page: &PageRequest) -> ApiResult
 }
 
 /// at, actor, from, to, note
-type TransitionRow = (NaiveDateTime, String, Option<String>, String, Option<String>);
+type TransitionRow = (
+    NaiveDateTime,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+);
 
 /// The whole order as the API shows it.
 pub fn view(conn: &mut DbConn, id: i64) -> ApiResult<OrderView> {

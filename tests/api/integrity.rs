@@ -19,6 +19,7 @@ on_both_backends!(
     undated_postings_occur_when_they_are_recorded,
     a_release_of_a_grade_never_held_says_so,
     expired_idempotency_records_are_purged,
+    an_outside_tool_recomputes_every_hash_from_the_export,
 );
 
 /// A raw connection to the app's database, as an attacker with file or
@@ -318,5 +319,101 @@ async fn expired_idempotency_records_are_purged(backend: Backend) {
         .expect(201);
     assert_eq!(anew.header("idempotent-replayed"), None);
     assert_eq!(app.on_hand("NV1", "Nd").await.as_deref(), Some("3.000"));
+    app.stop().await;
+}
+
+/// `docs/chain.md`, implemented again from the document alone over what the
+/// API exports: every hash must come out the same.
+async fn an_outside_tool_recomputes_every_hash_from_the_export(backend: Backend) {
+    use sha2::{Digest, Sha256};
+    let app = spawn_app(backend).await;
+    app.create_depot("NV1", "1000", "1000").await;
+    app.create_depot("TX2", "1000", "1000").await;
+    let mut priced = movement("NV1", "Nd", "10.5");
+    priced["unit_price"] = json!("81.25");
+    priced["currency"] = json!("USD");
+    priced["origin_country"] = json!("AU");
+    priced["note"] = json!("first lot");
+    app.post_new("/api/v1/acquisitions", &app.operator, &priced)
+        .await
+        .expect(201);
+    app.release("NV1", "Nd", "0.5").await.expect(201);
+    app.post_new(
+        "/api/v1/transfers",
+        &app.operator,
+        &json!({"from_depot": "NV1", "to_depot": "TX2", "element": "Nd", "form": "oxide", "grade": "99.5", "quantity_kg": "2"}),
+    )
+    .await
+    .expect(201);
+    let r = app
+        .get("/api/v1/ledger?order=asc", &app.auditor)
+        .await
+        .expect(200);
+    let entries = r.body["items"].as_array().unwrap();
+    assert_eq!(entries.len(), 4);
+    fn put(out: &mut Vec<u8>, b: Option<&[u8]>) {
+        match b {
+            Some(b) => {
+                out.extend((b.len() as u32).to_be_bytes());
+                out.extend(b);
+            }
+            None => out.extend(u32::MAX.to_be_bytes()),
+        }
+    }
+    let micros = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+            .unwrap()
+            .timestamp_micros()
+            .to_be_bytes()
+    };
+    let grams = |v: &Value| crate::helpers::grams(v.as_str().unwrap()).to_be_bytes();
+    let text = |v: &Value| v.as_str().map(|s| s.as_bytes().to_vec());
+    let mut prev: std::collections::BTreeMap<i64, String> = Default::default();
+    for e in entries {
+        let mut out = Vec::new();
+        put(&mut out, Some(b"reserve-ledger-entry-v2"));
+        put(
+            &mut out,
+            Some(&e["sequence"].as_i64().unwrap().to_be_bytes()),
+        );
+        put(
+            &mut out,
+            Some(&e["stockpile_id"].as_i64().unwrap().to_be_bytes()),
+        );
+        for f in ["depot", "element", "form", "grade", "kind"] {
+            put(&mut out, text(&e[f]).as_deref());
+        }
+        put(&mut out, Some(&grams(&e["quantity_kg"])));
+        put(&mut out, Some(&grams(&e["balance_after_kg"])));
+        put(&mut out, Some(&micros(&e["occurred_at"])));
+        put(&mut out, Some(&micros(&e["recorded_at"])));
+        put(&mut out, text(&e["actor"]).as_deref());
+        for f in ["reference", "counterparty", "origin_country"] {
+            put(&mut out, text(&e[f]).as_deref());
+        }
+        let price = e["unit_price"].as_str().map(|p| {
+            let (i, f) = p.split_once('.').unwrap_or((p, ""));
+            (i.parse::<i64>().unwrap() * 1_000_000 + format!("{f:0<6}").parse::<i64>().unwrap())
+                .to_be_bytes()
+        });
+        put(&mut out, price.as_ref().map(|p| p.as_slice()));
+        for f in ["currency", "note", "idempotency_key", "movement_id"] {
+            put(&mut out, text(&e[f]).as_deref());
+        }
+        let order = e["order_id"].as_i64().map(i64::to_be_bytes);
+        put(&mut out, order.as_ref().map(|o| o.as_slice()));
+        let stockpile = e["stockpile_id"].as_i64().unwrap();
+        let prev_hash = prev
+            .get(&stockpile)
+            .cloned()
+            .unwrap_or_else(|| "0".repeat(64));
+        assert_eq!(e["prev_hash"], prev_hash.as_str());
+        let mut h = Sha256::new();
+        h.update(prev_hash.as_bytes());
+        h.update(&out);
+        let hash = hex::encode(h.finalize());
+        assert_eq!(e["hash"], hash.as_str(), "entry {}", e["sequence"]);
+        prev.insert(stockpile, hash);
+    }
     app.stop().await;
 }
