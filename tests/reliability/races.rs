@@ -31,6 +31,8 @@ struct Race {
     client: awc::Client,
     admin: String,
     operator: String,
+    approvers: [String; 2],
+    bidder: String,
 }
 
 /// What a request answered, and when.
@@ -59,6 +61,15 @@ impl Race {
                 .finish(),
             admin: keys
                 .mint("race-admin", &[Role::Admin, Role::Auditor], None, hour)
+                .expect("token"),
+            approvers: [
+                keys.mint("ann", &[Role::Approver, Role::Auditor], None, hour)
+                    .expect("token"),
+                keys.mint("bob", &[Role::Approver], None, hour)
+                    .expect("token"),
+            ],
+            bidder: keys
+                .mint("AAA", &[Role::Bidder], None, hour)
                 .expect("token"),
             operator: keys
                 .mint("race-operator", &[Role::Operator], None, hour)
@@ -268,6 +279,8 @@ on_both!(
     drawdown_limit_lowered_while_a_release_waits_applies_to_it,
     one_key_raced_on_two_replicas_answers_the_same,
     a_period_lock_and_a_backdated_posting_never_both_win,
+    two_approvals_that_together_exceed_the_stock_one_wins,
+    a_bid_queued_behind_the_closing_time_is_refused,
 );
 
 /// A 1000-leg batch is in flight on replica 0 when a close arrives on replica
@@ -577,4 +590,176 @@ async fn replicas_starting_together_migrate_once() {
             cluster.wait_ready(i).await;
         }
     }
+}
+
+fn drawdown(kg: &str) -> Value {
+    json!({"kind": "emergency_drawdown", "element": "Nd", "form": "oxide", "grade": "99.5",
+           "quantity_kg": kg, "authority": "race", "reason": "race", "method": "sale",
+           "emergency_finding": "F-1"})
+}
+
+/// Two orders of 300 kg each against 500 kg: approved at once on two
+/// replicas, the reservations must not both be taken.
+async fn two_approvals_that_together_exceed_the_stock_one_wins(backend: Backend) {
+    let race = Race::start(backend).await;
+    race.create_depot("RA1", "1000", "1000").await;
+    race.acquire("RA1", "500").await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let o = race
+            .send(
+                0,
+                "POST",
+                "/api/v1/release-orders",
+                &race.operator,
+                None,
+                drawdown("300"),
+            )
+            .await;
+        assert_eq!(o.status, 201, "{:?}", o.body);
+        ids.push(o.body["id"].clone());
+    }
+    // NO KEY UPDATE, the mode the reservation's UPDATE takes: both approvals
+    // then queue at that UPDATE, in arrival order (a FOR UPDATE would stop
+    // them earlier, at their allocations' foreign keys, in a mode that lets
+    // both through at once).
+    let released = race.hold("SELECT 1 FROM stockpiles WHERE element = 'Nd' FOR NO KEY UPDATE");
+    let (a, b) = futures_util::future::join(
+        race.send(
+            0,
+            "POST",
+            &format!("/api/v1/release-orders/{}/approve", ids[0]),
+            &race.approvers[0],
+            None,
+            json!({}),
+        ),
+        async {
+            race.first_is_queued().await;
+            race.send(
+                1,
+                "POST",
+                &format!("/api/v1/release-orders/{}/approve", ids[1]),
+                &race.approvers[1],
+                None,
+                json!({}),
+            )
+            .await
+        },
+    )
+    .await;
+    released.recv().expect("released");
+    let statuses = [a.status, b.status];
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{a:?} {b:?}"
+    );
+    assert!(statuses.contains(&409), "{a:?} {b:?}");
+    let stock = get_json(
+        &race.client,
+        &race.base(1),
+        &race.admin,
+        "/api/v1/stockpiles?depot=RA1",
+    )
+    .await;
+    assert_eq!(stock["items"][0]["reserved_kg"], "300.000");
+    assert_eq!(stock["items"][0]["available_kg"], "200.000");
+}
+
+/// A bid sent before the closing time but still queued when it passes is
+/// refused; the award queued behind it does not see it.
+async fn a_bid_queued_behind_the_closing_time_is_refused(backend: Backend) {
+    let race = Race::start(backend).await;
+    race.create_depot("RB1", "1000", "1000").await;
+    race.acquire("RB1", "500").await;
+    let b = race
+        .send(
+            0,
+            "POST",
+            "/api/v1/buyers",
+            &race.admin,
+            None,
+            json!({"code": "AAA", "name": "A", "country": "JP"}),
+        )
+        .await;
+    assert_eq!(b.status, 201, "{:?}", b.body);
+    let o = race
+        .send(
+            0,
+            "POST",
+            "/api/v1/release-orders",
+            &race.operator,
+            None,
+            drawdown("100"),
+        )
+        .await;
+    let id = o.body["id"].clone();
+    let a = race
+        .send(
+            0,
+            "POST",
+            &format!("/api/v1/release-orders/{id}/approve"),
+            &race.approvers[0],
+            None,
+            json!({}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let closes = chrono::Utc::now() + chrono::Duration::milliseconds(800);
+    let n = race
+        .send(
+            1,
+            "POST",
+            &format!("/api/v1/release-orders/{id}/notice"),
+            &race.approvers[0],
+            None,
+            json!({"closes_at": closes.to_rfc3339(), "currency": "USD"}),
+        )
+        .await;
+    assert_eq!(n.status, 200, "{:?}", n.body);
+    let early = race
+        .send(
+            0,
+            "POST",
+            &format!("/api/v1/release-orders/{id}/bids"),
+            &race.bidder,
+            None,
+            json!({"quantity_kg": "50", "price_per_kg": "10"}),
+        )
+        .await;
+    assert_eq!(early.status, 201, "{:?}", early.body);
+    // The order's row is held past the closing time while a second bid waits.
+    let released = race.hold(&format!(
+        "SELECT 1 FROM release_orders WHERE id = {id} FOR UPDATE"
+    ));
+    let late = race
+        .send(
+            0,
+            "POST",
+            &format!("/api/v1/release-orders/{id}/bids"),
+            &race.bidder,
+            None,
+            json!({"quantity_kg": "50", "price_per_kg": "99"}),
+        )
+        .await;
+    let released = released.recv().expect("released");
+    assert!(late.at > released);
+    assert_eq!(late.status, 409, "{:?}", late.body);
+    assert!(late.body["type"]
+        .as_str()
+        .unwrap()
+        .ends_with("bidding-closed"));
+    let award = race
+        .send(
+            1,
+            "POST",
+            &format!("/api/v1/release-orders/{id}/award"),
+            &race.approvers[1],
+            None,
+            json!(null),
+        )
+        .await;
+    assert_eq!(award.status, 200, "{:?}", award.body);
+    assert_eq!(award.body["awards"].as_array().unwrap().len(), 1);
+    assert_eq!(award.body["awards"][0]["price_per_kg"], "10");
 }
