@@ -4,7 +4,7 @@
 use actix_web::{web, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
-use crate::{depots, elements, health, ledger, periods, stockpiles, summary};
+use crate::{depots, elements, health, ledger, periods, policy, stockpiles, summary};
 
 fn method_not_allowed(allow: &str) -> HttpResponse {
     let mut response =
@@ -51,6 +51,8 @@ route_table! {
 
     get "/api/v1/elements" => elements::routes::list,
     get "/api/v1/elements/{symbol}" => elements::routes::get,
+    get "/api/v1/elements/{symbol}/policy" => policy::routes::get_policy,
+    put "/api/v1/elements/{symbol}/policy" => policy::routes::put_policy,
 
     post "/api/v1/depots" => depots::routes::create,
     get "/api/v1/depots" => depots::routes::list,
@@ -76,4 +78,8 @@ route_table! {
 
     post "/api/v1/period-locks" => periods::routes::create,
     get "/api/v1/period-locks" => periods::routes::list,
+
+    get "/api/v1/ceilings" => policy::routes::list_ceilings,
+    get "/api/v1/ceilings/{element}/{fiscal_year}" => policy::routes::get_ceiling,
+    put "/api/v1/ceilings/{element}/{fiscal_year}" => policy::routes::put_ceiling,
 }

@@ -12,5 +12,6 @@ mod ledger;
 mod messages;
 mod openapi;
 mod pagination;
+mod policy;
 mod properties;
 mod reads;
