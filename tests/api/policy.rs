@@ -13,6 +13,7 @@ on_both_backends!(
     a_ceiling_refuses_the_gram_over_even_through_a_batch,
     the_reserve_floor_holds_across_depots,
     concurrent_acquisitions_never_pass_a_ceiling,
+    racing_policy_writers_with_one_etag_one_wins,
 );
 
 /// PUT with a bearer token and, when given, an `If-Match`.
@@ -506,11 +507,15 @@ async fn the_reserve_floor_holds_across_depots(backend: Backend) {
     app.stop().await;
 }
 
-/// Twenty 100 kg acquisitions race for a 1,000 kg ceiling: each posting checks
-/// the ceiling under the element's row lock, so exactly ten get through.
+/// Twenty 100 kg acquisitions race for a 1,000 kg ceiling, each at its own
+/// depot so that no stockpile or depot lock orders them: only the element's
+/// row lock, under which each posting checks the ceiling, lets exactly ten
+/// through.
 async fn concurrent_acquisitions_never_pass_a_ceiling(backend: Backend) {
     let app = spawn_app(backend).await;
-    app.create_depot("NV1", "100000", "100000").await;
+    for i in 0..20 {
+        app.create_depot(&format!("D{i}"), "100000", "100000").await;
+    }
     let fy = this_fiscal_year();
     let path = format!("/api/v1/ceilings/Sm/{fy}");
     put(
@@ -532,7 +537,7 @@ async fn concurrent_acquisitions_never_pass_a_ceiling(backend: Backend) {
                         "/api/v1/acquisitions",
                         &app.operator,
                         Some(&key),
-                        &movement("NV1", "Sm", "100"),
+                        &movement(&format!("D{i}"), "Sm", "100"),
                     )
                     .await;
                 // Busy: retry the same request under the same key.
@@ -553,10 +558,73 @@ async fn concurrent_acquisitions_never_pass_a_ceiling(backend: Backend) {
         }
     }
     assert_eq!(accepted, 10);
-    assert_eq!(app.on_hand("NV1", "Sm").await.unwrap(), "1000.000");
     let c = app.get(&path, &app.viewer).await.expect(200);
     assert_eq!(c.body["acquired_kg"], "1000.000");
     assert_eq!(c.body["acquire_headroom_kg"], "0.000");
     assert_eq!(app.verify().await["ok"], true);
+    app.stop().await;
+}
+
+/// Eight admins replace the policy from the same ETag at once: the
+/// conditional UPDATE on `version` lets exactly one win; the others get 412
+/// and nothing of theirs is kept.
+async fn racing_policy_writers_with_one_etag_one_wins(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let path = "/api/v1/elements/Eu/policy";
+    let etag = app
+        .get(path, &app.viewer)
+        .await
+        .expect(200)
+        .header("etag")
+        .unwrap();
+    let results = join_all((1..=8).map(|i| {
+        let (app, etag) = (&app, etag.clone());
+        async move {
+            loop {
+                let r = put(
+                    app,
+                    path,
+                    &app.admin,
+                    Some(&etag),
+                    &policy(Some(&i.to_string())),
+                )
+                .await;
+                if r.status.as_u16() != 503 {
+                    return r;
+                }
+                actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }))
+    .await;
+    let winners: Vec<&Reply> = results
+        .iter()
+        .filter(|r| r.status.as_u16() == 200)
+        .collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "{:?}",
+        results.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert!(results
+        .iter()
+        .all(|r| r.status.as_u16() == 200 || r.status.as_u16() == 412));
+    let now = app.get(path, &app.viewer).await.expect(200);
+    assert_eq!(now.body["version"], 2);
+    assert_eq!(
+        now.body["reserve_floor_kg"],
+        winners[0].body["reserve_floor_kg"]
+    );
+    // Only the winner's version is in the history: version 3 never existed.
+    let later = app
+        .get(&format!("{path}?as_of=9999-01-01T00:00:00Z"), &app.viewer)
+        .await
+        .expect(200);
+    assert_eq!(later.body["version"], 2);
+    assert_eq!(
+        later.body["reserve_floor_kg"],
+        winners[0].body["reserve_floor_kg"]
+    );
     app.stop().await;
 }
