@@ -6,7 +6,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::model::{ceiling_key, ElementPolicy, FiscalYear, Precondition};
+use super::model::{ceiling_key, DrawdownDays, ElementPolicy, FiscalYear, Precondition};
 use crate::db::schema::{ceilings, element_policies as ep, element_policy_history as eph};
 use crate::db::types::{self, Grams};
 use crate::db::DbConn;
@@ -30,6 +30,22 @@ pub struct PolicyRow {
     pub updated_at: NaiveDateTime,
     /// Who wrote it (`changed_by` in the history).
     pub updated_by: String,
+}
+
+impl PolicyRow {
+    /// The policy as domain values, for the decisions that depend on it
+    /// (order kinds' caps, days of cover, release rules).
+    pub fn policy(&self) -> ElementPolicy {
+        ElementPolicy {
+            reserve_floor: self.reserve_floor_g.map(Grams),
+            consumption_per_year: self.consumption_g_per_year.map(Grams),
+            limited_drawdown_max: self.limited_drawdown_max_g.map(Grams),
+            limited_drawdown_max_days: self
+                .limited_drawdown_max_days
+                .map(DrawdownDays::from_stored),
+            test_sale_max: self.test_sale_max_g.map(Grams),
+        }
+    }
 }
 
 fn not_found(element: &str) -> ApiError {
