@@ -281,11 +281,47 @@ fn seed_all(conn: &mut DbConn) -> ApiResult<String> {
             },
         )?;
     }
+    seed_policies(conn)?;
     let orders = seed_orders(conn, &settings)?;
     Ok(format!(
         "{} depots, {postings} movements, {entries} ledger entries over the past year; {orders}",
         DEPOTS.len()
     ))
+}
+
+/// Element policies: a reserve floor at roughly half of what the demo holds
+/// (Lu, Pm and Sc, held in token amounts, get none), a yearly consumption
+/// that gives a few months of cover, and the SPR-style caps on limited
+/// drawdowns (a tenth of the holding within 60 days) and test sales.
+fn seed_policies(conn: &mut DbConn) -> ApiResult<()> {
+    use crate::db::schema::stockpiles;
+    use crate::policy::model::{DrawdownDays, ElementPolicy};
+    let held: Vec<(String, i64)> = stockpiles::table
+        .select((stockpiles::element, stockpiles::on_hand_g))
+        .load(conn)?;
+    let mut per_element: BTreeMap<String, i64> = BTreeMap::new();
+    for (element, g) in held {
+        *per_element.entry(element).or_default() += g;
+    }
+    for (element, holding) in per_element {
+        let token = matches!(element.as_str(), "Lu" | "Pm" | "Sc");
+        let kg = |g: i64| Some(Grams(g / 1_000 * 1_000));
+        let policy = ElementPolicy {
+            reserve_floor: if token { None } else { kg(holding / 2) },
+            consumption_per_year: kg(holding * 3),
+            limited_drawdown_max: kg(holding / 10),
+            limited_drawdown_max_days: DrawdownDays::parse(60).ok(),
+            test_sale_max: kg(holding / 50),
+        };
+        crate::policy::repo::replace(
+            conn,
+            &element,
+            crate::policy::model::Precondition::Any,
+            &policy,
+            "demo-admin",
+        )?;
+    }
+    Ok(())
 }
 
 /// Three qualified buyers, one completed test sale awarded to them, and one

@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod ledger;
 pub mod orders;
 pub mod periods;
+pub mod policy;
 pub mod routes;
 pub mod stockpiles;
 pub mod summary;

@@ -4,7 +4,7 @@
 use actix_web::{web, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
-use crate::{depots, docs, elements, health, ledger, orders, periods, stockpiles, summary};
+use crate::{depots, docs, elements, health, ledger, orders, periods, policy, stockpiles, summary};
 
 fn method_not_allowed(allow: &str) -> HttpResponse {
     let mut response =
@@ -55,6 +55,8 @@ route_table! {
 
     get "/api/v1/elements" => elements::routes::list,
     get "/api/v1/elements/{symbol}" => elements::routes::get,
+    get "/api/v1/elements/{symbol}/policy" => policy::routes::get_policy,
+    put "/api/v1/elements/{symbol}/policy" => policy::routes::put_policy,
 
     post "/api/v1/depots" => depots::routes::create,
     get "/api/v1/depots" => depots::routes::list,
@@ -95,4 +97,8 @@ route_table! {
     post "/api/v1/release-orders/{id}/award" => orders::routes::award,
     post "/api/v1/buyers" => orders::routes::create_buyer,
     get "/api/v1/buyers" => orders::routes::list_buyers,
+
+    get "/api/v1/ceilings" => policy::routes::list_ceilings,
+    get "/api/v1/ceilings/{element}/{fiscal_year}" => policy::routes::get_ceiling,
+    put "/api/v1/ceilings/{element}/{fiscal_year}" => policy::routes::put_ceiling,
 }

@@ -14,5 +14,6 @@ mod messages;
 mod openapi;
 mod orders;
 mod pagination;
+mod policy;
 mod properties;
 mod reads;
