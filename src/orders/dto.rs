@@ -72,6 +72,23 @@ pub fn parse_percent(field: &str, s: &str, errors: &mut Vec<FieldError>) -> Opti
     }
 }
 
+/// A calendar date, exactly `YYYY-MM-DD`, year 1900 to 9999. (chrono alone
+/// also takes "2027-6-30" and "+2027-06-30", which `format: date` does not.)
+pub fn parse_date(s: &str) -> Option<NaiveDate> {
+    let shaped = s.len() == 10
+        && s.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    shaped
+        .then(|| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+        .flatten()
+        .filter(|d| (1900..=9999).contains(&chrono::Datelike::year(d)))
+}
+
 fn required(errors: &mut Vec<FieldError>, field: &str, v: &Option<String>, why: &str) {
     if v.is_none() {
         errors.push(FieldError::new(field, format!("is required {why}")));
@@ -131,16 +148,13 @@ impl CreateOrderRequest {
             .as_deref()
             .and_then(|p| parse_percent("late_premium_percent_per_day", p, &mut e));
         let return_due = self.return_due.as_deref().and_then(|d| {
-            NaiveDate::parse_from_str(d, "%Y-%m-%d")
-                .ok()
-                .filter(|d| (1900..=9999).contains(&chrono::Datelike::year(d)))
-                .or_else(|| {
-                    e.push(FieldError::new(
-                        "return_due",
-                        "must be a date such as \"2027-06-30\"",
-                    ));
-                    None
-                })
+            parse_date(d).or_else(|| {
+                e.push(FieldError::new(
+                    "return_due",
+                    "must be a date such as \"2027-06-30\"",
+                ));
+                None
+            })
         });
         let method = match self.method.as_deref() {
             None => None,

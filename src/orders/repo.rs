@@ -131,7 +131,7 @@ fn order_state(row: &OrderRow, wanted: &[Status], action: &str) -> ApiError {
             row.status,
             wanted.join(" or ")
         ),
-        json!({ "order_id": row.id, "status": row.status, "allowed_from": wanted }),
+        json!({ "order_id": row.id, "order_status": row.status, "allowed_from": wanted }),
     )
 }
 
@@ -249,10 +249,9 @@ fn supplies(conn: &mut DbConn, element: &str, form: &str, grade: &str) -> ApiRes
 }
 
 /// The element's policy limits: (floor, limited max, limited days, test sale max).
-fn policy(
-    conn: &mut DbConn,
-    element: &str,
-) -> ApiResult<(Option<i64>, Option<i64>, Option<i32>, Option<i64>)> {
+type PolicyLimits = (Option<i64>, Option<i64>, Option<i32>, Option<i64>);
+
+fn policy(conn: &mut DbConn, element: &str) -> ApiResult<PolicyLimits> {
     Ok(element_policies::table
         .filter(element_policies::element.eq(element))
         .select((
@@ -1106,6 +1105,15 @@ pub fn list(conn: &mut DbConn, f: &OrderFilter, page: &PageRequest) -> ApiResult
     ids.into_iter().map(|id| view(conn, id)).collect()
 }
 
+/// (at, actor, from, to, note) of one transition.
+type TransitionRow = (
+    NaiveDateTime,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+);
+
 /// The whole order as the API shows it.
 pub fn view(conn: &mut DbConn, id: i64) -> ApiResult<OrderView> {
     let row = find(conn, id)?;
@@ -1121,13 +1129,7 @@ pub fn view(conn: &mut DbConn, id: i64) -> ApiResult<OrderView> {
             oa::released_g,
         ))
         .load(conn)?;
-    let history: Vec<(
-        NaiveDateTime,
-        String,
-        Option<String>,
-        String,
-        Option<String>,
-    )> = ot::table
+    let history: Vec<TransitionRow> = ot::table
         .filter(ot::order_id.eq(id))
         .order(ot::seq.asc())
         .select((ot::at, ot::actor, ot::from_status, ot::to_status, ot::note))
