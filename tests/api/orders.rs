@@ -793,7 +793,8 @@ async fn bids_are_sealed_and_close_on_time(backend: Backend) {
 
 /// 409 `order-state` names the order's status as `order_status` (a context
 /// key `status` would be lost under the problem's own HTTP `status`), and a
-/// `return_due` must be exactly `YYYY-MM-DD`.
+/// `return_due` must be exactly `YYYY-MM-DD`; `fiscal_year` takes any JSON
+/// number that is whole.
 async fn a_refused_transition_names_the_order_status(backend: Backend) {
     let app = spawn_app(backend).await;
     stock(&app, "A1", "1000", "100", "500").await;
@@ -822,5 +823,18 @@ async fn a_refused_transition_names_the_order_status(backend: Backend) {
             r.text
         );
     }
+    // `fiscal_year` is a JSON Schema integer, which 2027.0 is; 2027.5 is not.
+    let mut body = order("mandated_sale", "10");
+    body["law"] = json!("Stockpiling Act §5");
+    body["fiscal_year"] = json!(2027.0);
+    let r = app
+        .post_new("/api/v1/release-orders", &app.operator, &body)
+        .await
+        .expect(201);
+    assert_eq!(r.body["fiscal_year"], 2027);
+    body["fiscal_year"] = json!(2027.5);
+    app.post_new("/api/v1/release-orders", &app.operator, &body)
+        .await
+        .expect(422);
     app.stop().await;
 }
