@@ -24,7 +24,9 @@
 # demo depot codes as a fuzzing dictionary, the stateful phase's size, and the
 # checks narrowed per operation where a documented rule gives another status,
 # each with its reason) and scripts/contract_fuzz_hooks.py (fresh
-# Idempotency-Key values for repeated keys; counts the requests sent).
+# Idempotency-Key values for repeated keys; the approver's and the bidder's
+# tokens for the release-order operations that need them; counts the requests
+# sent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -90,7 +92,7 @@ runs=0
 # fuzz LABEL DATABASE_URL: one server, one Schemathesis run. Called under `||`,
 # where `set -e` does not apply, so every step checks itself.
 fuzz() {
-  local label=$1 database_url=$2 port run_dir admin token status=0 requests cases
+  local label=$1 database_url=$2 port run_dir admin token approver bidder status=0 requests cases
   run_dir="$scratch/$label"
   mkdir -p "$run_dir" || return 1
   port=$(free_port) || return 1
@@ -122,6 +124,19 @@ fuzz() {
   token=$(RESERVE_JWT_SECRET=$FUZZ_JWT_SECRET "$RESERVE_BIN" token \
     --sub fuzz --role admin --role operator --role auditor --ttl 2h) || return 1
   curl -fsS -o /dev/null -H "Authorization: Bearer $token" "http://127.0.0.1:$port/api/v1/summary" || return 1
+  # Release orders need two more people. Approval takes a second subject (the
+  # fuzz token proposes, and a proposer may not approve its own order), and a
+  # bid takes a `bidder` token whose subject is a registered buyer's code: the
+  # demo seeds no buyers, so this one is registered here. The hooks send these
+  # tokens instead of the fuzz token to the operations that need them.
+  approver=$(RESERVE_JWT_SECRET=$FUZZ_JWT_SECRET "$RESERVE_BIN" token \
+    --sub fuzz-approver --role approver --ttl 2h) || return 1
+  bidder=$(RESERVE_JWT_SECRET=$FUZZ_JWT_SECRET "$RESERVE_BIN" token \
+    --sub FUZZ-BIDDER --role bidder --ttl 2h) || return 1
+  curl -fsS -o /dev/null -X POST -H "Authorization: Bearer $token" -H "Idempotency-Key: fuzz-setup-buyer" \
+    -H "Content-Type: application/json" -d '{"code":"FUZZ-BIDDER","name":"Fuzz bidder","country":"JP"}' \
+    "http://127.0.0.1:$port/api/v1/buyers" || return 1
+  curl -fsS -o /dev/null -H "Authorization: Bearer $bidder" "http://127.0.0.1:$port/api/v1/buyers" || return 1
 
   # One worker: the run is then reproducible from its seed (`--seed` is what
   # Schemathesis 3's `--hypothesis-seed` became), and Schemathesis 4.32 under
@@ -135,7 +150,8 @@ fuzz() {
   # The token goes in through the config's [auth] section, not --header, so
   # that Schemathesis knows it is the credential: the ignored_auth and
   # missing_required_header checks then send requests without it.
-  CONTRACT_FUZZ_TOKEN=$token CONTRACT_FUZZ_COUNT_FILE="$run_dir/requests" \
+  CONTRACT_FUZZ_TOKEN=$token CONTRACT_FUZZ_APPROVER_TOKEN=$approver CONTRACT_FUZZ_BIDDER_TOKEN=$bidder \
+    CONTRACT_FUZZ_COUNT_FILE="$run_dir/requests" \
     SCHEMATHESIS_HOOKS=scripts/contract_fuzz_hooks.py \
     HYPOTHESIS_STORAGE_DIRECTORY="$run_dir/hypothesis" \
     "$VENV/bin/st" --config-file scripts/contract-fuzz.toml --no-color run openapi.yaml \

@@ -5,6 +5,13 @@
   service answers a key reused with another body with 422. So a *valid* key that
   was already sent in this run is swapped for a fresh one (`fuzz-<n>`); invalid
   keys (the negative cases) and first uses are sent as generated.
+* Other people: release orders need a second subject to approve (a proposer
+  may not approve its own order: 403 `same-subject`) and a `bidder` to bid.
+  Where a request carries the fuzz token (the configured credential), the
+  operations below get the approver's token ($CONTRACT_FUZZ_APPROVER_TOKEN) or
+  the bidder's ($CONTRACT_FUZZ_BIDDER_TOKEN, subject FUZZ-BIDDER, a buyer the
+  script registers) instead. Requests without it, or with another credential
+  (the authentication checks' own), are sent as generated.
 * Request count: every request actually sent is counted, and the total (then
   the count by status code) is written to $CONTRACT_FUZZ_COUNT_FILE when
   Schemathesis exits.
@@ -33,11 +40,33 @@ def _normalised(key: str) -> str:
     return key
 
 
+_ORDER = "/api/v1/release-orders/{id}"
+_APPROVER_OPERATIONS = {("POST", f"{_ORDER}/{a}") for a in ("approve", "reject", "notice", "award")}
+_BIDDER_OPERATIONS = {("POST", f"{_ORDER}/bids"), ("GET", f"{_ORDER}/bids")}
+
+
+def _swap_token(case, headers) -> None:
+    fuzz = os.environ.get("CONTRACT_FUZZ_TOKEN")
+    operation = (str(case.operation.method).upper(), case.operation.path)
+    if operation in _APPROVER_OPERATIONS:
+        other = os.environ.get("CONTRACT_FUZZ_APPROVER_TOKEN")
+    elif operation in _BIDDER_OPERATIONS:
+        other = os.environ.get("CONTRACT_FUZZ_BIDDER_TOKEN")
+    else:
+        return
+    if not fuzz or not other:
+        return
+    for name in list(headers):
+        if name.lower() == "authorization" and headers[name] == f"Bearer {fuzz}":
+            headers[name] = f"Bearer {other}"
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
     headers = case.headers
     if not headers:
         return
+    _swap_token(case, headers)
     for name in list(headers):
         if name.lower() != "idempotency-key":
             continue

@@ -26,10 +26,28 @@ pub struct CreateOrderRequest {
     pub counterparty: Option<String>,
     pub emergency_finding: Option<String>,
     pub law: Option<String>,
+    #[serde(default, deserialize_with = "whole_number")]
     pub fiscal_year: Option<i32>,
     pub premium_percent: Option<String>,
     pub return_due: Option<String>,
     pub late_premium_percent_per_day: Option<String>,
+}
+
+/// An optional whole number. JSON (and JSON Schema's `integer`) does not tell
+/// `2027` from `2027.0`, so neither does this; `2027.5` is refused.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = match (n.as_i64(), n.as_f64()) {
+        (Some(i), _) => i32::try_from(i).ok(),
+        (None, Some(f)) if f.fract() == 0.0 && f.abs() <= f64::from(i32::MAX) => Some(f as i32),
+        _ => None,
+    };
+    whole
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("{n} is not a whole number")))
 }
 
 /// A validated proposal.
@@ -70,6 +88,23 @@ pub fn parse_percent(field: &str, s: &str, errors: &mut Vec<FieldError>) -> Opti
             None
         }
     }
+}
+
+/// A calendar date, exactly `YYYY-MM-DD`, year 1900 to 9999. (chrono alone
+/// also takes "2027-6-30" and "+2027-06-30", which `format: date` does not.)
+pub fn parse_date(s: &str) -> Option<NaiveDate> {
+    let shaped = s.len() == 10
+        && s.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    shaped
+        .then(|| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+        .flatten()
+        .filter(|d| (1900..=9999).contains(&chrono::Datelike::year(d)))
 }
 
 fn required(errors: &mut Vec<FieldError>, field: &str, v: &Option<String>, why: &str) {
@@ -131,16 +166,13 @@ impl CreateOrderRequest {
             .as_deref()
             .and_then(|p| parse_percent("late_premium_percent_per_day", p, &mut e));
         let return_due = self.return_due.as_deref().and_then(|d| {
-            NaiveDate::parse_from_str(d, "%Y-%m-%d")
-                .ok()
-                .filter(|d| (1900..=9999).contains(&chrono::Datelike::year(d)))
-                .or_else(|| {
-                    e.push(FieldError::new(
-                        "return_due",
-                        "must be a date such as \"2027-06-30\"",
-                    ));
-                    None
-                })
+            parse_date(d).or_else(|| {
+                e.push(FieldError::new(
+                    "return_due",
+                    "must be a date such as \"2027-06-30\"",
+                ));
+                None
+            })
         });
         let method = match self.method.as_deref() {
             None => None,

@@ -131,7 +131,7 @@ fn order_state(row: &OrderRow, wanted: &[Status], action: &str) -> ApiError {
             row.status,
             wanted.join(" or ")
         ),
-        json!({ "order_id": row.id, "status": row.status, "allowed_from": wanted }),
+        json!({ "order_id": row.id, "order_status": row.status, "allowed_from": wanted }),
     )
 }
 
@@ -248,8 +248,7 @@ fn supplies(conn: &mut DbConn, element: &str, form: &str, grade: &str) -> ApiRes
         .collect())
 }
 
-/// The element's policy limits: floor, limited-drawdown quantity and days,
-/// test-sale quantity (None: no limit).
+/// The element's policy limits: (floor, limited max, limited days, test sale max).
 type PolicyLimits = (Option<i64>, Option<i64>, Option<i32>, Option<i64>);
 
 fn policy(conn: &mut DbConn, element: &str) -> ApiResult<PolicyLimits> {
@@ -1106,7 +1105,7 @@ pub fn list(conn: &mut DbConn, f: &OrderFilter, page: &PageRequest) -> ApiResult
     ids.into_iter().map(|id| view(conn, id)).collect()
 }
 
-/// at, actor, from, to, note
+/// (at, actor, from, to, note) of one transition.
 type TransitionRow = (
     NaiveDateTime,
     String,

@@ -118,6 +118,9 @@ fn near_misses() -> impl proptest::strategy::Strategy<Value = String> {
         "[A-Za-z0-9\\-]{0,18}",
         "[a-zA-Z]{0,10}",
         "[ -~]{0,20}",
+        "[+]?(19|20|99|18|00)?[0-9]{0,3}-[01]?[0-9]-[0-3]?[0-9]",
+        "[ \t\u{a0}\u{2028}\u{feff}]{0,2}[A-Za-z0-9_\\-]{0,34}[ \t\u{85}\u{3000}]{0,2}",
+        "0{0,3}[0-9]{0,5}(\\.[0-9]{0,6})?",
     ]
 }
 
@@ -135,7 +138,7 @@ proptest::proptest! {
         static SPEC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
         let spec = SPEC.get_or_init(spec);
         let schema = |name: &str| pattern(spec, &["components", "schemas", name]);
-        let checks: [(&str, regex_lite::Regex, bool); 9] = [
+        let checks: [(&str, regex_lite::Regex, bool); 13] = [
             ("KgInput", schema("KgInput"), Grams::parse_kg(&s).is_ok()),
             ("PositiveKgInput", schema("PositiveKgInput"), Grams::parse_kg(&s).is_ok_and(|g| g.0 > 0)),
             ("GradeInput", schema("GradeInput"), Grade::parse(&s).is_ok()),
@@ -153,6 +156,26 @@ proptest::proptest! {
                 Grams::parse_kg(&s).is_ok(),
             ),
             (
+                "PercentInput",
+                schema("PercentInput"),
+                reserve::orders::dto::parse_percent("p", &s, &mut Vec::new()).is_some(),
+            ),
+            (
+                "PositivePriceInput",
+                schema("PositivePriceInput"),
+                Micros::parse(&s).is_ok_and(|p| p.0 > 0),
+            ),
+            (
+                "BuyerCodeInput",
+                schema("BuyerCodeInput"),
+                reserve::orders::dto::parse_buyer_code(&s).is_ok(),
+            ),
+            (
+                "DateInput",
+                schema("DateInput"),
+                reserve::orders::dto::parse_date(&s).is_some(),
+            ),
+            (
                 "TimestampInput",
                 schema("TimestampInput"),
                 // The pattern reads the year as written; the parser checks it in
@@ -164,6 +187,10 @@ proptest::proptest! {
         ];
         for (name, regex, parsed) in checks {
             let mut schema_valid = regex.is_match(&s);
+            if name == "DateInput" {
+                // `format: date` refuses days that do not exist, as for timestamps.
+                schema_valid &= chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d").is_ok();
+            }
             if name == "TimestampInput" {
                 if s.starts_with("1900-01-01") || s.starts_with("9999-12-31") {
                     continue;

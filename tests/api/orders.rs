@@ -19,6 +19,7 @@ on_both_backends!(
     the_reserve_floor_stops_a_limited_drawdown_but_not_an_emergency,
     a_sale_awards_by_price_then_time_and_reproducibly,
     bids_are_sealed_and_close_on_time,
+    a_refused_transition_names_the_order_status,
 );
 
 fn token(app: &TestApp, sub: &str, role: Role) -> String {
@@ -787,5 +788,53 @@ async fn bids_are_sealed_and_close_on_time(backend: Backend) {
     )
     .await
     .expect(403);
+    app.stop().await;
+}
+
+/// 409 `order-state` names the order's status as `order_status` (a context
+/// key `status` would be lost under the problem's own HTTP `status`), and a
+/// `return_due` must be exactly `YYYY-MM-DD`; `fiscal_year` takes any JSON
+/// number that is whole.
+async fn a_refused_transition_names_the_order_status(backend: Backend) {
+    let app = spawn_app(backend).await;
+    stock(&app, "A1", "1000", "100", "500").await;
+    let o = propose(&app, &order("limited_drawdown", "100")).await;
+    let ann = token(&app, "ann", Role::Approver);
+    act(&app, &ann, &o["id"], "approve", json!({}))
+        .await
+        .expect(200);
+    let r = act(&app, &ann, &o["id"], "reject", json!({}))
+        .await
+        .expect(409);
+    assert_eq!(r.body["code"], "order-state", "{}", r.text);
+    assert_eq!(r.body["status"], 409);
+    assert_eq!(r.body["order_status"], "approved");
+    assert_eq!(r.body["allowed_from"], json!(["proposed"]));
+    for due in ["2099-6-30", "+2099-06-30", "2099-06-31"] {
+        let mut body = order("exchange", "10");
+        body["return_due"] = json!(due);
+        let r = app
+            .post_new("/api/v1/release-orders", &app.operator, &body)
+            .await
+            .expect(422);
+        assert_eq!(
+            r.body["errors"][0]["field"], "return_due",
+            "{due}: {}",
+            r.text
+        );
+    }
+    // `fiscal_year` is a JSON Schema integer, which 2027.0 is; 2027.5 is not.
+    let mut body = order("mandated_sale", "10");
+    body["law"] = json!("Stockpiling Act §5");
+    body["fiscal_year"] = json!(2027.0);
+    let r = app
+        .post_new("/api/v1/release-orders", &app.operator, &body)
+        .await
+        .expect(201);
+    assert_eq!(r.body["fiscal_year"], 2027);
+    body["fiscal_year"] = json!(2027.5);
+    app.post_new("/api/v1/release-orders", &app.operator, &body)
+        .await
+        .expect(422);
     app.stop().await;
 }
