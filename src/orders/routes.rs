@@ -201,12 +201,17 @@ fn note_of(body: &web::Bytes) -> ApiResult<(NoteRequest, Option<String>)> {
     Ok((body, note))
 }
 
-pub async fn approve(
+/// An approver's decision on a proposed order: approve or reject.
+type Decision = fn(&mut crate::db::DbConn, &str, i64, Option<&str>) -> ApiResult<OrderView>;
+
+async fn decide(
     state: web::Data<AppState>,
-    Authorized(user, _): Authorized<Approver>,
+    user: AuthUser,
     key: IdempotencyKey,
     path: web::Path<String>,
     body: web::Bytes,
+    action: &str,
+    decision: Decision,
 ) -> ApiResult<HttpResponse> {
     let id = order_id(&path.into_inner())?;
     let (body, note) = note_of(&body)?;
@@ -215,12 +220,22 @@ pub async fn approve(
         &state,
         &user,
         key,
-        format!("/api/v1/release-orders/{id}/approve"),
+        format!("/api/v1/release-orders/{id}/{action}"),
         &body,
         StatusCode::OK,
-        move |c, _| repo::approve(c, &actor, id, note.as_deref()),
+        move |c, _| decision(c, &actor, id, note.as_deref()),
     )
     .await
+}
+
+pub async fn approve(
+    state: web::Data<AppState>,
+    Authorized(user, _): Authorized<Approver>,
+    key: IdempotencyKey,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    decide(state, user, key, path, body, "approve", repo::approve).await
 }
 
 pub async fn reject(
@@ -230,19 +245,7 @@ pub async fn reject(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
-    let id = order_id(&path.into_inner())?;
-    let (body, note) = note_of(&body)?;
-    let actor = user.subject.clone();
-    write(
-        &state,
-        &user,
-        key,
-        format!("/api/v1/release-orders/{id}/reject"),
-        &body,
-        StatusCode::OK,
-        move |c, _| repo::reject(c, &actor, id, note.as_deref()),
-    )
-    .await
+    decide(state, user, key, path, body, "reject", repo::reject).await
 }
 
 pub async fn cancel(
