@@ -292,7 +292,7 @@ fn seed_all(conn: &mut DbConn) -> ApiResult<String> {
 /// Element policies: a reserve floor at roughly half of what the demo holds
 /// (Lu, Pm and Sc, held in token amounts, get none), a yearly consumption
 /// that gives a few months of cover, and the SPR-style caps on limited
-/// drawdowns (a tenth of the holding within 60 days) and test sales.
+/// drawdowns (a quarter of the holding within 60 days) and test sales.
 fn seed_policies(conn: &mut DbConn) -> ApiResult<()> {
     use crate::db::schema::stockpiles;
     use crate::policy::model::{DrawdownDays, ElementPolicy};
@@ -309,7 +309,7 @@ fn seed_policies(conn: &mut DbConn) -> ApiResult<()> {
         let policy = ElementPolicy {
             reserve_floor: if token { None } else { kg(holding / 2) },
             consumption_per_year: kg(holding * 3),
-            limited_drawdown_max: kg(holding / 10),
+            limited_drawdown_max: kg(holding / 4),
             limited_drawdown_max_days: DrawdownDays::parse(60).ok(),
             test_sale_max: kg(holding / 50),
         };
