@@ -26,8 +26,10 @@ pub struct PolicyRequest {
     pub consumption_kg_per_year: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
     pub limited_drawdown_max_kg: Option<Option<String>>,
+    /// A JSON number: `60` and `60.0` are the same number (and the same JSON
+    /// Schema integer); `60.5` is refused in `validate`.
     #[serde(default, deserialize_with = "present")]
-    pub limited_drawdown_max_days: Option<Option<i64>>,
+    pub limited_drawdown_max_days: Option<Option<serde_json::Number>>,
     #[serde(default, deserialize_with = "present")]
     pub test_sale_max_kg: Option<Option<String>>,
 }
@@ -66,15 +68,24 @@ impl PolicyRequest {
             "limited_drawdown_max_kg",
             &self.limited_drawdown_max_kg,
         );
-        let limited_drawdown_max_days = match self.limited_drawdown_max_days {
+        let limited_drawdown_max_days = match &self.limited_drawdown_max_days {
             None => {
                 errors.push(FieldError::new("limited_drawdown_max_days", MISSING));
                 None
             }
             Some(None) => None,
-            Some(Some(days)) => DrawdownDays::parse(days)
-                .map_err(|e| errors.push(FieldError::new("limited_drawdown_max_days", e)))
-                .ok(),
+            Some(Some(n)) => {
+                let whole = n.as_i64().or_else(|| {
+                    n.as_f64()
+                        .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+                        .map(|f| f as i64)
+                });
+                whole
+                    .ok_or_else(|| format!("{n} is not a whole number of days"))
+                    .and_then(DrawdownDays::parse)
+                    .map_err(|e| errors.push(FieldError::new("limited_drawdown_max_days", e)))
+                    .ok()
+            }
         };
         let test_sale_max = kg_field(&mut errors, "test_sale_max_kg", &self.test_sale_max_kg);
         if !errors.is_empty() {
