@@ -63,7 +63,7 @@ fn check_floor(conn: &mut DbConn, element: &str, floor: i64, legs: &[&Leg]) -> A
     if leaving == 0 {
         return Ok(());
     }
-    let holding = sum_on_hand(conn, element)?;
+    let (holding, _) = holding(conn, element)?;
     if holding < floor {
         let leg = legs
             .iter()
@@ -90,16 +90,19 @@ fn check_floor(conn: &mut DbConn, element: &str, floor: i64, legs: &[&Leg]) -> A
     Ok(())
 }
 
-/// The element's holding across every depot, in grams. (SUM of a BIGINT is
-/// NUMERIC on PostgreSQL, which the shared connection cannot read: cast.)
-fn sum_on_hand(conn: &mut DbConn, element: &str) -> ApiResult<i64> {
-    let sum: Option<i64> = stockpiles::table
+/// The element's holding across every depot: grams on hand and grams held
+/// reserved by approved orders. (SUM of a BIGINT is NUMERIC on PostgreSQL,
+/// which the shared connection cannot read: cast.)
+pub fn holding(conn: &mut DbConn, element: &str) -> ApiResult<(i64, i64)> {
+    type Sum = diesel::sql_types::Nullable<diesel::sql_types::BigInt>;
+    let (on_hand, reserved): (Option<i64>, Option<i64>) = stockpiles::table
         .filter(stockpiles::element.eq(element))
-        .select(diesel::dsl::sql::<
-            diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
-        >("CAST(SUM(stockpiles.on_hand_g) AS BIGINT)"))
+        .select((
+            diesel::dsl::sql::<Sum>("CAST(SUM(stockpiles.on_hand_g) AS BIGINT)"),
+            diesel::dsl::sql::<Sum>("CAST(SUM(stockpiles.reserved_g) AS BIGINT)"),
+        ))
         .first(conn)?;
-    Ok(sum.unwrap_or(0))
+    Ok((on_hand.unwrap_or(0), reserved.unwrap_or(0)))
 }
 
 /// Which way a leg counts against a ceiling: acquisitions acquire; releases

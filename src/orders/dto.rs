@@ -397,6 +397,16 @@ fn positive_kg(field: &str, s: &str, e: &mut Vec<FieldError>) -> Option<Grams> {
     }
 }
 
+/// Parses an optional field, recording a refusal under `field`.
+fn optional<T>(
+    e: &mut Vec<FieldError>,
+    field: &str,
+    value: Option<&str>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Option<T> {
+    value.and_then(|v| parse(v).map_err(|m| e.push(FieldError::new(field, m))).ok())
+}
+
 impl ExecuteRequest {
     pub fn validate(&self) -> ApiResult<Execution> {
         let mut e = Vec::new();
@@ -404,16 +414,13 @@ impl ExecuteRequest {
             .map_err(|m| e.push(FieldError::new("depot", m)))
             .ok();
         let quantity = positive_kg("quantity_kg", &self.quantity_kg, &mut e);
-        let occurred_at = self.occurred_at.as_deref().and_then(|t| {
-            types::parse_rfc3339(t)
-                .map_err(|m| e.push(FieldError::new("occurred_at", m)))
-                .ok()
-        });
-        let buyer = self.buyer.as_deref().and_then(|b| {
-            crate::orders::dto::parse_buyer_code(b)
-                .map_err(|m| e.push(FieldError::new("buyer", m)))
-                .ok()
-        });
+        let occurred_at = optional(
+            &mut e,
+            "occurred_at",
+            self.occurred_at.as_deref(),
+            types::parse_rfc3339,
+        );
+        let buyer = optional(&mut e, "buyer", self.buyer.as_deref(), parse_buyer_code);
         let reference = check_text(&mut e, "reference", &self.reference, 200);
         let note = check_text(&mut e, "note", &self.note, 2000);
         match (depot, quantity) {
@@ -458,21 +465,14 @@ impl ReturnRequest {
             .map_err(|m| e.push(FieldError::new("depot", m)))
             .ok();
         let quantity = positive_kg("quantity_kg", &self.quantity_kg, &mut e);
-        let form = self.form.as_deref().and_then(|f| {
-            Form::parse(f)
-                .map_err(|m| e.push(FieldError::new("form", m)))
-                .ok()
-        });
-        let grade = self.grade.as_deref().and_then(|g| {
-            Grade::parse(g)
-                .map_err(|m| e.push(FieldError::new("grade", m)))
-                .ok()
-        });
-        let occurred_at = self.occurred_at.as_deref().and_then(|t| {
-            types::parse_rfc3339(t)
-                .map_err(|m| e.push(FieldError::new("occurred_at", m)))
-                .ok()
-        });
+        let form = optional(&mut e, "form", self.form.as_deref(), Form::parse);
+        let grade = optional(&mut e, "grade", self.grade.as_deref(), Grade::parse);
+        let occurred_at = optional(
+            &mut e,
+            "occurred_at",
+            self.occurred_at.as_deref(),
+            types::parse_rfc3339,
+        );
         let note = check_text(&mut e, "note", &self.note, 2000);
         match (depot, quantity) {
             (Some(depot), Some(quantity)) if e.is_empty() => Ok(Return {

@@ -18,8 +18,8 @@ use super::model::{self, executable_from, Method, OrderKind, PolicyBreach, Statu
 use crate::auth::AuthUser;
 use crate::config::LedgerSettings;
 use crate::db::schema::{
-    awards, bids, buyers, depots, element_policies, order_allocations as oa,
-    order_transitions as ot, release_orders as ro, stockpiles,
+    awards, bids, buyers, depots, order_allocations as oa, order_transitions as ot,
+    release_orders as ro, stockpiles,
 };
 use crate::db::types::{self, Grade, Grams, Micros};
 use crate::db::DbConn;
@@ -248,23 +248,6 @@ fn supplies(conn: &mut DbConn, element: &str, form: &str, grade: &str) -> ApiRes
         .collect())
 }
 
-/// The element's policy limits: (floor, limited max, limited days, test sale max).
-type PolicyLimits = (Option<i64>, Option<i64>, Option<i32>, Option<i64>);
-
-fn policy(conn: &mut DbConn, element: &str) -> ApiResult<PolicyLimits> {
-    Ok(element_policies::table
-        .filter(element_policies::element.eq(element))
-        .select((
-            element_policies::reserve_floor_g,
-            element_policies::limited_drawdown_max_g,
-            element_policies::limited_drawdown_max_days,
-            element_policies::test_sale_max_g,
-        ))
-        .first(conn)
-        .optional()?
-        .unwrap_or((None, None, None, None)))
-}
-
 /// Plans the order afresh and checks it against the policy and the floor.
 fn plan(
     conn: &mut DbConn,
@@ -292,9 +275,17 @@ fn plan(
             }),
         ),
     })?;
-    let (floor, limited_max, limited_days, test_max) = policy(conn, element)?;
+    let policy = crate::policy::repo::current(conn, element)?.policy();
     let plan_days = (plan.expected_completion - start).num_days() + 1;
-    model::check_policy(kind, quantity_g, plan_days, limited_max, limited_days, test_max).map_err(|b| {
+    model::check_policy(
+        kind,
+        quantity_g,
+        plan_days,
+        policy.limited_drawdown_max.map(|g| g.0),
+        policy.limited_drawdown_max_days.map(|d| d.get()),
+        policy.test_sale_max.map(|g| g.0),
+    )
+    .map_err(|b| {
         let (detail, context) = match b {
             PolicyBreach::LimitedDrawdownQuantity { max_g } => (
                 format!("quantity_kg: a limited drawdown of {element} may move at most {} kg", Grams(max_g)),
@@ -311,19 +302,10 @@ fn plan(
         };
         ApiError::conflict("policy-limit-exceeded", detail, context)
     })?;
+    let floor = policy.reserve_floor.map(|g| g.0);
     if let Some(floor) = floor.filter(|_| kind != OrderKind::EmergencyDrawdown) {
-        let (on_hand, reserved): (Option<i64>, Option<i64>) = stockpiles::table
-            .filter(stockpiles::element.eq(element))
-            .select((
-                diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
-                    "CAST(SUM(stockpiles.on_hand_g) AS BIGINT)",
-                ),
-                diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
-                    "CAST(SUM(stockpiles.reserved_g) AS BIGINT)",
-                ),
-            ))
-            .first(conn)?;
-        let after = on_hand.unwrap_or(0) - reserved.unwrap_or(0) - quantity_g;
+        let (on_hand, reserved) = crate::ledger::limits::holding(conn, element)?;
+        let after = on_hand - reserved - quantity_g;
         if after < floor {
             return Err(ApiError::conflict(
                 "below-reserve-floor",
