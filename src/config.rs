@@ -16,6 +16,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub auth: AuthSettings,
     pub ledger: LedgerSettings,
+    pub jobs: JobSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -65,6 +66,15 @@ pub struct LedgerSettings {
     pub fiscal_year_start_month: u32,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSettings {
+    /// Whether this replica runs scheduled work at all.
+    pub enabled: bool,
+    /// Seconds between a replica's looks for due slots.
+    pub poll_secs: u64,
+}
+
 impl Settings {
     /// Loads the layered configuration; `env` is passed in (not read globally) so
     /// tests can load settings without touching the process environment.
@@ -105,6 +115,10 @@ impl Settings {
         anyhow::ensure!(
             (1..=12).contains(&self.ledger.fiscal_year_start_month),
             "ledger.fiscal_year_start_month must be a month number, 1 to 12"
+        );
+        anyhow::ensure!(
+            self.jobs.poll_secs >= 1,
+            "jobs.poll_secs must be at least 1"
         );
         Ok(())
     }

@@ -9,9 +9,11 @@ pub mod depots;
 pub mod docs;
 pub mod elements;
 pub mod error;
+pub mod flows;
 pub mod health;
 pub mod http;
 pub mod idempotency;
+pub mod jobs;
 pub mod ledger;
 pub mod orders;
 pub mod periods;
@@ -193,8 +195,21 @@ pub fn run(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result
     .max_connection_rate(256)
     .listen(listener)?
     .run();
+    if maintenance.settings.jobs.enabled {
+        let poll = Duration::from_secs(maintenance.settings.jobs.poll_secs);
+        jobs::spawn(
+            maintenance.clone(),
+            scheduled_jobs(&maintenance.settings),
+            poll,
+        );
+    }
     actix_web::rt::spawn(purge_idempotency_records(maintenance));
     Ok(server)
+}
+
+/// Every scheduled job, built from settings already validated.
+pub fn scheduled_jobs(_settings: &Settings) -> Vec<jobs::Job> {
+    Vec::new()
 }
 
 /// Purges idempotency records past their retention, at start and hourly. Every

@@ -251,6 +251,35 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    import_flows (id) {
+        id -> BigInt,
+        element -> Text,
+        form -> Text,
+        origin_country -> Text,
+        hs_code -> Text,
+        period_start -> Date,
+        period_end -> Date,
+        quantity_g -> BigInt,
+        source -> Text,
+        external_id -> Text,
+        content_hash -> Text,
+        recorded_at -> Timestamp,
+        recorded_by -> Text,
+    }
+}
+
+diesel::table! {
+    job_claims (job, slot) {
+        job -> Text,
+        slot -> Timestamp,
+        claimed_by -> Text,
+        claimed_at -> Timestamp,
+        finished_at -> Timestamp,
+        outcome -> Text,
+    }
+}
+
 diesel::joinable!(stockpiles -> depots (depot_id));
 diesel::joinable!(depot_history -> depots (depot_id));
 diesel::joinable!(order_allocations -> depots (depot_id));
@@ -277,4 +306,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     order_transitions,
     bids,
     awards,
+    import_flows,
+    job_claims,
 );
