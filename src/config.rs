@@ -17,6 +17,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub ledger: LedgerSettings,
     pub jobs: JobSettings,
+    pub rules: RuleSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -73,6 +74,13 @@ pub struct JobSettings {
     pub enabled: bool,
     /// Seconds between a replica's looks for due slots.
     pub poll_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSettings {
+    /// When every enabled release rule is evaluated: a cron expression in UTC.
+    pub evaluation_schedule: String,
 }
 
 impl Settings {

@@ -19,6 +19,7 @@ pub mod orders;
 pub mod periods;
 pub mod policy;
 pub mod routes;
+pub mod rules;
 pub mod stockpiles;
 pub mod summary;
 
@@ -208,8 +209,22 @@ pub fn run(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result
 }
 
 /// Every scheduled job, built from settings already validated.
-pub fn scheduled_jobs(_settings: &Settings) -> Vec<jobs::Job> {
-    Vec::new()
+pub fn scheduled_jobs(settings: &Settings) -> Vec<jobs::Job> {
+    let mut jobs = Vec::new();
+    match jobs::Schedule::parse(&settings.rules.evaluation_schedule) {
+        Ok(schedule) => jobs.push(jobs::Job {
+            name: "rules.evaluate",
+            schedule,
+            // Evaluating five missed slots over the same data would count
+            // five breaches where there was one.
+            catch_up: jobs::CatchUp::Latest,
+            work: std::sync::Arc::new(rules::repo::evaluate_scheduled),
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "rules.evaluation_schedule is invalid; rules are not scheduled")
+        }
+    }
+    jobs
 }
 
 /// Purges idempotency records past their retention, at start and hourly. Every

@@ -4,7 +4,9 @@
 use actix_web::{web, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
-use crate::{depots, docs, elements, health, ledger, orders, periods, policy, stockpiles, summary};
+use crate::{
+    depots, docs, elements, health, ledger, orders, periods, policy, rules, stockpiles, summary,
+};
 
 fn method_not_allowed(allow: &str) -> HttpResponse {
     let mut response =
@@ -97,6 +99,15 @@ route_table! {
     post "/api/v1/release-orders/{id}/award" => orders::routes::award,
     post "/api/v1/buyers" => orders::routes::create_buyer,
     get "/api/v1/buyers" => orders::routes::list_buyers,
+
+    post "/api/v1/release-rules" => rules::routes::create,
+    get "/api/v1/release-rules" => rules::routes::list,
+    get "/api/v1/release-rules/{id}" => rules::routes::get,
+    put "/api/v1/release-rules/{id}" => rules::routes::replace,
+    delete "/api/v1/release-rules/{id}" => rules::routes::delete,
+    get "/api/v1/release-rules/{id}/history" => rules::routes::history,
+    post "/api/v1/release-rules/{id}/evaluate" => rules::routes::evaluate,
+    get "/api/v1/release-rules/{id}/evaluations" => rules::routes::evaluations,
 
     get "/api/v1/ceilings" => policy::routes::list_ceilings,
     get "/api/v1/ceilings/{element}/{fiscal_year}" => policy::routes::get_ceiling,

@@ -280,6 +280,78 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    release_rules (id) {
+        id -> BigInt,
+        element -> Text,
+        origin_countries -> Nullable<Text>,
+        window_days -> Integer,
+        baseline_days -> Integer,
+        drop_threshold_percent -> Text,
+        consecutive_breaches -> Integer,
+        cooldown_days -> Integer,
+        coverage_fraction -> Text,
+        cap_g -> BigInt,
+        floor_g -> Nullable<BigInt>,
+        floor_days_of_cover -> Nullable<Text>,
+        order_kind -> Text,
+        form -> Nullable<Text>,
+        grade -> Nullable<Text>,
+        order_template -> Text,
+        enabled -> Bool,
+        consecutive -> Integer,
+        armed -> Bool,
+        last_fired_at -> Nullable<Timestamp>,
+        evaluation_count -> BigInt,
+        version -> BigInt,
+        created_at -> Timestamp,
+        created_by -> Text,
+        updated_at -> Timestamp,
+        updated_by -> Text,
+        deleted_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    release_rule_history (rule_id, version) {
+        rule_id -> BigInt,
+        version -> BigInt,
+        change -> Text,
+        changed_at -> Timestamp,
+        changed_by -> Text,
+        before -> Nullable<Text>,
+        after -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    rule_evaluations (id) {
+        id -> BigInt,
+        rule_id -> BigInt,
+        rule_version -> BigInt,
+        at -> Timestamp,
+        trigger -> Text,
+        slot -> Nullable<Timestamp>,
+        triggered_by -> Text,
+        data_horizon -> Nullable<Date>,
+        window_start -> Nullable<Date>,
+        window_end -> Nullable<Date>,
+        baseline_start -> Nullable<Date>,
+        baseline_end -> Nullable<Date>,
+        window_kg_per_day -> Nullable<Text>,
+        baseline_kg_per_day -> Nullable<Text>,
+        drop_percent -> Nullable<Text>,
+        breach -> Bool,
+        consecutive -> Integer,
+        decision -> Text,
+        reason -> Text,
+        detail -> Text,
+        sizing -> Nullable<Text>,
+        proposed_g -> Nullable<BigInt>,
+        order_id -> Nullable<BigInt>,
+    }
+}
+
 diesel::joinable!(stockpiles -> depots (depot_id));
 diesel::joinable!(depot_history -> depots (depot_id));
 diesel::joinable!(order_allocations -> depots (depot_id));
@@ -308,4 +380,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     awards,
     import_flows,
     job_claims,
+    release_rules,
+    release_rule_history,
+    rule_evaluations,
 );

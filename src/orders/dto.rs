@@ -26,28 +26,11 @@ pub struct CreateOrderRequest {
     pub counterparty: Option<String>,
     pub emergency_finding: Option<String>,
     pub law: Option<String>,
-    #[serde(default, deserialize_with = "whole_number")]
+    #[serde(default, deserialize_with = "crate::http::json::whole_number")]
     pub fiscal_year: Option<i32>,
     pub premium_percent: Option<String>,
     pub return_due: Option<String>,
     pub late_premium_percent_per_day: Option<String>,
-}
-
-/// An optional whole number. JSON (and JSON Schema's `integer`) does not tell
-/// `2027` from `2027.0`, so neither does this; `2027.5` is refused.
-fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
-    use serde::de::Error;
-    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
-        return Ok(None);
-    };
-    let whole = match (n.as_i64(), n.as_f64()) {
-        (Some(i), _) => i32::try_from(i).ok(),
-        (None, Some(f)) if f.fract() == 0.0 && f.abs() <= f64::from(i32::MAX) => Some(f as i32),
-        _ => None,
-    };
-    whole
-        .map(Some)
-        .ok_or_else(|| D::Error::custom(format!("{n} is not a whole number")))
 }
 
 /// A validated proposal.

@@ -150,6 +150,9 @@ pub fn test_settings(url: &str) -> Settings {
     settings.database.pool_size = 16;
     settings.server.workers = 2;
     settings.auth.jwt_secret = SECRET.into();
+    // Scheduled work would run at unpredictable moments of a test; the tests
+    // of the scheduler turn it on themselves.
+    settings.jobs.enabled = false;
     settings
 }
 
@@ -297,6 +300,36 @@ impl TestApp {
             req = req.insert_header(("Idempotency-Key", k.to_string()));
         }
         read(req.send_json(body).await.expect("request")).await
+    }
+
+    /// PUTs JSON with a bearer token and, when given, an `If-Match`.
+    pub async fn put(
+        &self,
+        path: &str,
+        token: &str,
+        if_match: Option<&str>,
+        body: &Value,
+    ) -> Reply {
+        let mut req = self
+            .client
+            .put(self.url(path))
+            .insert_header(("Authorization", format!("Bearer {token}")));
+        if let Some(e) = if_match {
+            req = req.insert_header(("If-Match", e.to_string()));
+        }
+        read(req.send_json(body).await.expect("request")).await
+    }
+
+    /// DELETE with a bearer token and, when given, an `If-Match`.
+    pub async fn delete(&self, path: &str, token: &str, if_match: Option<&str>) -> Reply {
+        let mut req = self
+            .client
+            .delete(self.url(path))
+            .insert_header(("Authorization", format!("Bearer {token}")));
+        if let Some(e) = if_match {
+            req = req.insert_header(("If-Match", e.to_string()));
+        }
+        read(req.send().await.expect("request")).await
     }
 
     /// POST with a fresh random Idempotency-Key.

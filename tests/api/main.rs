@@ -17,3 +17,4 @@ mod pagination;
 mod policy;
 mod properties;
 mod reads;
+mod rules;

@@ -24,23 +24,7 @@ async fn put(
     if_match: Option<&str>,
     body: &Value,
 ) -> Reply {
-    let mut req = app
-        .client
-        .put(app.url(path))
-        .insert_header(("Authorization", format!("Bearer {token}")));
-    if let Some(e) = if_match {
-        req = req.insert_header(("If-Match", e.to_string()));
-    }
-    let mut res = req.send_json(body).await.expect("request");
-    let status = res.status();
-    let headers = res.headers().clone();
-    let bytes = res.body().await.expect("body");
-    Reply {
-        status,
-        headers,
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        text: String::from_utf8_lossy(&bytes).to_string(),
-    }
+    app.put(path, token, if_match, body).await
 }
 
 /// The fiscal year today falls in, with the default start month (October).

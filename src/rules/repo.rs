@@ -1,0 +1,899 @@
+//! Release rules in the database: settings with their history, and
+//! evaluations. Every evaluation starts by taking the rule's row (a
+//! conditional UPDATE), so evaluations of one rule — on demand, after an
+//! ingest, on the schedule, from any replica — queue there, and each sees the
+//! state (consecutive breaches, armed, open order) the previous one left.
+//! Lock order: the rule row, then what `orders::repo::propose` takes.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use rust_decimal::Decimal;
+
+use super::dto::{
+    firing_order, EvaluationView, HistoryView, NewRule, OrderTemplate, RuleStateView, RuleView,
+};
+use super::model::{self, Measurement, Reason, Settings, Sizing, State, Stock};
+use crate::db::schema::{
+    element_forms, release_orders as ro, release_rule_history as rh, release_rules as rr,
+    rule_evaluations as ev, stockpiles,
+};
+use crate::db::types::{self, Grams};
+use crate::db::DbConn;
+use crate::error::{ApiError, ApiResult};
+use crate::http::pagination::{Order, PageRequest};
+use crate::orders::model::OrderKind;
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = rr)]
+pub struct RuleRow {
+    pub id: i64,
+    pub element: String,
+    pub origin_countries: Option<String>,
+    pub window_days: i32,
+    pub baseline_days: i32,
+    pub drop_threshold_percent: String,
+    pub consecutive_breaches: i32,
+    pub cooldown_days: i32,
+    pub coverage_fraction: String,
+    pub cap_g: i64,
+    pub floor_g: Option<i64>,
+    pub floor_days_of_cover: Option<String>,
+    pub order_kind: String,
+    pub form: Option<String>,
+    pub grade: Option<String>,
+    pub order_template: String,
+    pub enabled: bool,
+    pub consecutive: i32,
+    pub armed: bool,
+    pub last_fired_at: Option<NaiveDateTime>,
+    pub evaluation_count: i64,
+    pub version: i64,
+    pub created_at: NaiveDateTime,
+    pub created_by: String,
+    pub updated_at: NaiveDateTime,
+    pub updated_by: String,
+    pub deleted_at: Option<NaiveDateTime>,
+}
+
+fn dec(s: &str) -> Decimal {
+    // Stored by this code from validated input; a bad value is a corrupt row.
+    s.parse().unwrap_or(Decimal::ZERO)
+}
+
+impl RuleRow {
+    pub fn origins(&self) -> Option<Vec<String>> {
+        self.origin_countries
+            .as_ref()
+            .map(|s| s.split(',').map(str::to_string).collect())
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings {
+            window_days: self.window_days,
+            baseline_days: self.baseline_days,
+            drop_threshold_percent: dec(&self.drop_threshold_percent),
+            consecutive_breaches: self.consecutive_breaches,
+            cooldown_days: self.cooldown_days,
+            coverage_fraction: dec(&self.coverage_fraction),
+            cap_g: self.cap_g,
+            floor_g: self.floor_g,
+            floor_days_of_cover: self.floor_days_of_cover.as_deref().map(dec),
+            enabled: self.enabled,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        State {
+            consecutive: self.consecutive,
+            armed: self.armed,
+            last_fired_at: self.last_fired_at.map(types::from_db),
+        }
+    }
+
+    pub fn template(&self) -> OrderTemplate {
+        serde_json::from_str(&self.order_template).unwrap_or_default()
+    }
+
+    pub fn kind(&self) -> OrderKind {
+        OrderKind::parse(&self.order_kind).unwrap_or(OrderKind::LimitedDrawdown)
+    }
+
+    pub fn view(&self) -> RuleView {
+        let t = self.template();
+        let ts = |t: NaiveDateTime| types::rfc3339(types::from_db(t));
+        RuleView {
+            id: self.id,
+            element: self.element.clone(),
+            origin_countries: self.origins(),
+            window_days: self.window_days,
+            baseline_days: self.baseline_days,
+            drop_threshold_percent: self.drop_threshold_percent.clone(),
+            consecutive_breaches: self.consecutive_breaches,
+            cooldown_days: self.cooldown_days,
+            coverage_fraction: self.coverage_fraction.clone(),
+            cap_kg: Grams(self.cap_g).to_kg_string(),
+            floor_kg: self.floor_g.map(|g| Grams(g).to_kg_string()),
+            floor_days_of_cover: self.floor_days_of_cover.clone(),
+            order_kind: self.order_kind.clone(),
+            enabled: self.enabled,
+            form: self.form.clone(),
+            grade: self.grade.clone(),
+            authority: t.authority,
+            method: t.method,
+            counterparty: t.counterparty,
+            emergency_finding: t.emergency_finding,
+            premium_percent: t.premium_percent,
+            return_after_days: t.return_after_days,
+            late_premium_percent_per_day: t.late_premium_percent_per_day,
+            state: RuleStateView {
+                consecutive: self.consecutive,
+                armed: self.armed,
+                last_fired_at: self.last_fired_at.map(ts),
+                evaluations: self.evaluation_count,
+            },
+            version: self.version,
+            created_at: ts(self.created_at),
+            created_by: self.created_by.clone(),
+            updated_at: ts(self.updated_at),
+            updated_by: self.updated_by.clone(),
+        }
+    }
+}
+
+fn not_found(id: i64) -> ApiError {
+    ApiError::NotFound(format!("no release rule {id}"))
+}
+
+/// A live (not deleted) rule.
+pub fn find(conn: &mut DbConn, id: i64) -> ApiResult<RuleRow> {
+    rr::table
+        .filter(rr::id.eq(id))
+        .filter(rr::deleted_at.is_null())
+        .select(RuleRow::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or_else(|| not_found(id))
+}
+
+fn record_history(
+    conn: &mut DbConn,
+    row: &RuleRow,
+    change: &str,
+    before: Option<&RuleRow>,
+    after: Option<&RuleRow>,
+) -> ApiResult<()> {
+    let json = |r: Option<&RuleRow>| r.map(|r| r.view().settings_json().to_string());
+    diesel::insert_into(rh::table)
+        .values((
+            rh::rule_id.eq(row.id),
+            rh::version.eq(row.version),
+            rh::change.eq(change),
+            rh::changed_at.eq(row.updated_at),
+            rh::changed_by.eq(&row.updated_by),
+            rh::before.eq(json(before)),
+            rh::after.eq(json(after)),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Stores a new rule, armed and with no breaches counted.
+pub fn create(conn: &mut DbConn, actor: &str, r: &NewRule) -> ApiResult<RuleView> {
+    let now = types::to_db(types::now());
+    let s = &r.settings;
+    let id: i64 = diesel::insert_into(rr::table)
+        .values((
+            rr::element.eq(r.element.as_str()),
+            rr::origin_countries.eq(r.origin_countries.as_ref().map(|o| o.join(","))),
+            rr::window_days.eq(s.window_days),
+            rr::baseline_days.eq(s.baseline_days),
+            rr::drop_threshold_percent.eq(s.drop_threshold_percent.to_string()),
+            rr::consecutive_breaches.eq(s.consecutive_breaches),
+            rr::cooldown_days.eq(s.cooldown_days),
+            rr::coverage_fraction.eq(s.coverage_fraction.to_string()),
+            rr::cap_g.eq(s.cap_g),
+            rr::floor_g.eq(s.floor_g),
+            rr::floor_days_of_cover.eq(s.floor_days_of_cover.map(|d| d.to_string())),
+            rr::order_kind.eq(r.order_kind.as_str()),
+            rr::form.eq(r.form.map(|f| f.as_str())),
+            rr::grade.eq(r.grade.as_ref().map(|g| g.as_str())),
+            rr::order_template.eq(serde_json::to_string(&r.template).map_err(ApiError::internal)?),
+            rr::enabled.eq(s.enabled),
+            rr::consecutive.eq(0),
+            rr::armed.eq(true),
+            rr::evaluation_count.eq(0i64),
+            rr::version.eq(1i64),
+            rr::created_at.eq(now),
+            rr::created_by.eq(actor),
+            rr::updated_at.eq(now),
+            rr::updated_by.eq(actor),
+        ))
+        .returning(rr::id)
+        .get_result(conn)?;
+    let row = find(conn, id)?;
+    record_history(conn, &row, "created", None, Some(&row))?;
+    Ok(row.view())
+}
+
+/// What an `If-Match` on a rule demands: `None` for `*`.
+pub type Expected = Option<i64>;
+
+/// Takes the rule's row lock if it is live and at the expected version.
+fn lock_for_change(conn: &mut DbConn, id: i64, expected: Expected) -> ApiResult<RuleRow> {
+    let before = find(conn, id)?;
+    let version = expected.unwrap_or(before.version);
+    let locked = diesel::update(
+        rr::table
+            .filter(rr::id.eq(id))
+            .filter(rr::deleted_at.is_null())
+            .filter(rr::version.eq(version)),
+    )
+    .set(rr::version.eq(rr::version))
+    .execute(conn)?;
+    let current = find(conn, id)?;
+    if locked == 0 {
+        return Err(ApiError::PreconditionFailed(format!(
+            "release rule {id} changed since you read it (now version {}); fetch it again and retry",
+            current.version
+        )));
+    }
+    Ok(current)
+}
+
+/// Replaces every setting of a rule. Breaches counted under the old
+/// settings no longer count; the firing state (armed, last firing) stays,
+/// so an edit cannot be used to skip a cooldown.
+pub fn replace(
+    conn: &mut DbConn,
+    actor: &str,
+    id: i64,
+    expected: Expected,
+    r: &NewRule,
+) -> ApiResult<RuleView> {
+    let before = lock_for_change(conn, id, expected)?;
+    let now = types::to_db(types::now());
+    let s = &r.settings;
+    diesel::update(rr::table.filter(rr::id.eq(id)))
+        .set((
+            rr::element.eq(r.element.as_str()),
+            rr::origin_countries.eq(r.origin_countries.as_ref().map(|o| o.join(","))),
+            rr::window_days.eq(s.window_days),
+            rr::baseline_days.eq(s.baseline_days),
+            rr::drop_threshold_percent.eq(s.drop_threshold_percent.to_string()),
+            rr::consecutive_breaches.eq(s.consecutive_breaches),
+            rr::cooldown_days.eq(s.cooldown_days),
+            rr::coverage_fraction.eq(s.coverage_fraction.to_string()),
+            rr::cap_g.eq(s.cap_g),
+            rr::floor_g.eq(s.floor_g),
+            rr::floor_days_of_cover.eq(s.floor_days_of_cover.map(|d| d.to_string())),
+            rr::order_kind.eq(r.order_kind.as_str()),
+            rr::form.eq(r.form.map(|f| f.as_str())),
+            rr::grade.eq(r.grade.as_ref().map(|g| g.as_str())),
+            rr::order_template.eq(serde_json::to_string(&r.template).map_err(ApiError::internal)?),
+            rr::enabled.eq(s.enabled),
+            rr::consecutive.eq(0),
+            rr::version.eq(rr::version + 1),
+            rr::updated_at.eq(now),
+            rr::updated_by.eq(actor),
+        ))
+        .execute(conn)?;
+    let after = find(conn, id)?;
+    record_history(conn, &after, "updated", Some(&before), Some(&after))?;
+    Ok(after.view())
+}
+
+/// Retires a rule: it stops evaluating and vanishes from lists; its
+/// evaluations, history and orders stay on record.
+pub fn delete(conn: &mut DbConn, actor: &str, id: i64, expected: Expected) -> ApiResult<()> {
+    let before = lock_for_change(conn, id, expected)?;
+    let now = types::to_db(types::now());
+    diesel::update(rr::table.filter(rr::id.eq(id)))
+        .set((
+            rr::enabled.eq(false),
+            rr::deleted_at.eq(Some(now)),
+            rr::version.eq(rr::version + 1),
+            rr::updated_at.eq(now),
+            rr::updated_by.eq(actor),
+        ))
+        .execute(conn)?;
+    let after: RuleRow = rr::table
+        .filter(rr::id.eq(id))
+        .select(RuleRow::as_select())
+        .first(conn)?;
+    record_history(conn, &after, "deleted", Some(&before), None)
+}
+
+pub struct RuleFilter {
+    pub element: Option<String>,
+    pub enabled: Option<bool>,
+}
+
+pub fn list(conn: &mut DbConn, f: &RuleFilter, page: &PageRequest) -> ApiResult<Vec<RuleView>> {
+    let mut q = rr::table
+        .filter(rr::deleted_at.is_null())
+        .select(RuleRow::as_select())
+        .into_boxed();
+    if let Some(e) = &f.element {
+        q = q.filter(rr::element.eq(e.clone()));
+    }
+    if let Some(en) = f.enabled {
+        q = q.filter(rr::enabled.eq(en));
+    }
+    q = match (page.order, page.after) {
+        (Order::NewestFirst, Some(c)) => q.filter(rr::id.lt(c)).order(rr::id.desc()),
+        (Order::NewestFirst, None) => q.order(rr::id.desc()),
+        (Order::OldestFirst, Some(c)) => q.filter(rr::id.gt(c)).order(rr::id.asc()),
+        (Order::OldestFirst, None) => q.order(rr::id.asc()),
+    };
+    let rows: Vec<RuleRow> = q.limit(page.limit + 1).load(conn)?;
+    Ok(rows.iter().map(RuleRow::view).collect())
+}
+
+type HistoryRow = (
+    i64,
+    String,
+    NaiveDateTime,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
+pub fn history(conn: &mut DbConn, id: i64) -> ApiResult<Vec<HistoryView>> {
+    let rows: Vec<HistoryRow> = rh::table
+        .filter(rh::rule_id.eq(id))
+        .order(rh::version.asc())
+        .select((
+            rh::version,
+            rh::change,
+            rh::changed_at,
+            rh::changed_by,
+            rh::before,
+            rh::after,
+        ))
+        .load(conn)?;
+    if rows.is_empty() {
+        return Err(not_found(id));
+    }
+    let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
+    Ok(rows
+        .into_iter()
+        .map(|(version, change, at, actor, before, after)| HistoryView {
+            version,
+            change,
+            at: types::rfc3339(types::from_db(at)),
+            actor,
+            before: parse(before),
+            after: parse(after),
+        })
+        .collect())
+}
+
+/// What started an evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Ingest,
+    Schedule(DateTime<Utc>),
+    Manual,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Ingest => "ingest",
+            Trigger::Schedule(_) => "schedule",
+            Trigger::Manual => "manual",
+        }
+    }
+
+    fn slot(self) -> Option<NaiveDateTime> {
+        match self {
+            Trigger::Schedule(t) => Some(types::to_db(t)),
+            _ => None,
+        }
+    }
+}
+
+/// Order statuses during which a rule's order still counts as open.
+pub const OPEN_STATUSES: [&str; 5] = ["proposed", "approved", "offered", "awarded", "executing"];
+
+fn open_order(conn: &mut DbConn, rule_id: i64) -> ApiResult<Option<i64>> {
+    Ok(ro::table
+        .filter(ro::rule_id.eq(rule_id))
+        .filter(ro::status.eq_any(OPEN_STATUSES))
+        .select(ro::id)
+        .first(conn)
+        .optional()?)
+}
+
+/// The form and grade a firing releases: the rule's, or else the one with
+/// the most available material of the element at active depots.
+fn material(conn: &mut DbConn, rule: &RuleRow) -> ApiResult<Option<(String, String, i64)>> {
+    use crate::db::schema::depots;
+    let rows: Vec<(String, String, i64, i64)> = stockpiles::table
+        .inner_join(depots::table)
+        .filter(stockpiles::element.eq(&rule.element))
+        .filter(depots::status.eq("active"))
+        .select((
+            stockpiles::form,
+            stockpiles::grade,
+            stockpiles::on_hand_g,
+            stockpiles::reserved_g,
+        ))
+        .load(conn)?;
+    let mut by_material: std::collections::BTreeMap<(String, String), i64> = Default::default();
+    for (form, grade, on_hand, reserved) in rows {
+        *by_material.entry((form, grade)).or_default() += on_hand - reserved;
+    }
+    let chosen = match (&rule.form, &rule.grade) {
+        (Some(f), Some(g)) => {
+            let a = by_material
+                .get(&(f.clone(), g.clone()))
+                .copied()
+                .unwrap_or(0);
+            Some((f.clone(), g.clone(), a))
+        }
+        (Some(f), None) => by_material
+            .iter()
+            .filter(|((form, _), _)| form == f)
+            .max_by_key(|(_, a)| **a)
+            .map(|((f, g), a)| (f.clone(), g.clone(), *a)),
+        _ => by_material
+            .iter()
+            .max_by_key(|(_, a)| **a)
+            .map(|((f, g), a)| (f.clone(), g.clone(), *a)),
+    };
+    Ok(chosen)
+}
+
+/// The stock a firing is sized against.
+fn stock(conn: &mut DbConn, rule: &RuleRow, form: &str, available_g: i64) -> ApiResult<Stock> {
+    let rows: Vec<(String, i64, i64, i64)> = stockpiles::table
+        .inner_join(
+            element_forms::table.on(element_forms::element
+                .eq(stockpiles::element)
+                .and(element_forms::form.eq(stockpiles::form))),
+        )
+        .filter(stockpiles::element.eq(&rule.element))
+        .select((
+            stockpiles::form,
+            stockpiles::on_hand_g,
+            stockpiles::reserved_g,
+            element_forms::element_mass_ppm,
+        ))
+        .load(conn)?;
+    let unreserved_g: i64 = rows.iter().map(|(_, on, res, _)| on - res).sum();
+    let unreserved_element_g: Decimal = rows
+        .iter()
+        .map(|(_, on, res, ppm)| Decimal::from(on - res) * Decimal::from(*ppm))
+        .sum::<Decimal>()
+        / Decimal::from(1_000_000);
+    let form_ppm: i64 = element_forms::table
+        .filter(element_forms::element.eq(&rule.element))
+        .filter(element_forms::form.eq(form))
+        .select(element_forms::element_mass_ppm)
+        .first(conn)?;
+    let policy = crate::policy::repo::current(conn, &rule.element)?.policy();
+    let kind = rule.kind();
+    Ok(Stock {
+        unreserved_g,
+        unreserved_element_g,
+        available_g,
+        form_ppm,
+        consumption_g_per_day: policy
+            .consumption_per_year
+            .map(|g| Decimal::from(g.0) / Decimal::from(365)),
+        reserve_floor_g: policy
+            .reserve_floor
+            .map(|g| g.0)
+            .filter(|_| kind != OrderKind::EmergencyDrawdown),
+        policy_cap_g: match kind {
+            OrderKind::LimitedDrawdown => policy.limited_drawdown_max.map(|g| g.0),
+            OrderKind::TestSale => policy.test_sale_max.map(|g| g.0),
+            _ => None,
+        },
+    })
+}
+
+/// The human account of a measurement, for the order's reason and the
+/// evaluation's detail.
+fn describe(rule: &RuleRow, m: &Measurement) -> String {
+    let origins = rule
+        .origins()
+        .map(|o| format!(" from {}", o.join(", ")))
+        .unwrap_or_default();
+    format!(
+        "imports of {}{origins} over the {} days to {} averaged {} kg/day against {} kg/day over the {} days before: a drop of {}% (threshold {}%)",
+        rule.element,
+        rule.window_days,
+        m.window.1,
+        model::kg_per_day(m.window_g_per_day),
+        model::kg_per_day(m.baseline_g_per_day),
+        rule.baseline_days,
+        model::percent(m.drop_percent),
+        rule.drop_threshold_percent,
+    )
+}
+
+/// The outcome of the decision part of an evaluation.
+struct Outcome {
+    reason: Reason,
+    detail: String,
+    sizing: Option<Sizing>,
+    order_id: Option<i64>,
+    state: State,
+}
+
+/// Sizes and proposes the order for a rule that is ready to fire. The
+/// proposal runs in a savepoint: if the orders code refuses it, only the
+/// proposal rolls back and the evaluation is stored with the refusal.
+fn fire(
+    conn: &mut DbConn,
+    rule: &RuleRow,
+    m: &Measurement,
+    state: State,
+    now: DateTime<Utc>,
+) -> ApiResult<Outcome> {
+    let not_fired = |reason, detail: String, sizing| Outcome {
+        reason,
+        detail,
+        sizing,
+        order_id: None,
+        state,
+    };
+    let Some((form, grade, available_g)) = material(conn, rule)? else {
+        return Ok(not_fired(
+            Reason::FloorLeavesNothing,
+            format!("the reserve holds no {} to release", rule.element),
+            None,
+        ));
+    };
+    let stock = stock(conn, rule, &form, available_g)?;
+    let sizing = model::size(&rule.settings(), m, &stock);
+    if sizing.proposed_g <= 0 {
+        let why = sizing.note.clone().unwrap_or_else(|| {
+            format!(
+                "the {} term leaves nothing to release ({} kg)",
+                sizing.bound_by,
+                Grams(sizing.proposed_g.max(0))
+            )
+        });
+        return Ok(not_fired(Reason::FloorLeavesNothing, why, Some(sizing)));
+    }
+    let reason_text = format!("Release rule {}: {}", rule.id, describe(rule, m));
+    let order = firing_order(
+        rule.kind(),
+        &rule.element,
+        &form,
+        &grade,
+        sizing.proposed_g,
+        &reason_text,
+        &rule.template(),
+        now.date_naive(),
+    );
+    let actor = format!("rule:{}", rule.id);
+    let proposed = order.and_then(|o| {
+        conn.transaction(|c| crate::orders::repo::propose(c, &actor, &o, Some(rule.id)))
+    });
+    match proposed {
+        Ok(view) => Ok(Outcome {
+            reason: Reason::Fired,
+            detail: format!(
+                "fired: proposed release order {} for {} kg of {} {} grade {}, bound by {}; {}",
+                view.id,
+                sizing.proposed_kg,
+                rule.element,
+                form,
+                grade,
+                sizing.bound_by,
+                describe(rule, m)
+            ),
+            sizing: Some(sizing),
+            order_id: Some(view.id),
+            state: model::fired(&state, now),
+        }),
+        Err(ApiError::Validation(fields)) => Ok(not_fired(
+            Reason::OrderRefused,
+            format!(
+                "the release order was refused: {}",
+                fields
+                    .iter()
+                    .map(|f| format!("{}: {}", f.field, f.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            Some(sizing),
+        )),
+        Err(e @ ApiError::Conflict { .. }) => Ok(not_fired(
+            Reason::OrderRefused,
+            format!("the release order was refused: {e}"),
+            Some(sizing),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+/// Evaluates rule `id` once and stores the evaluation. Runs inside a write
+/// transaction; takes the rule's row lock first.
+pub fn evaluate(
+    conn: &mut DbConn,
+    id: i64,
+    trigger: Trigger,
+    triggered_by: &str,
+) -> ApiResult<EvaluationView> {
+    let locked = diesel::update(
+        rr::table
+            .filter(rr::id.eq(id))
+            .filter(rr::deleted_at.is_null()),
+    )
+    .set(rr::evaluation_count.eq(rr::evaluation_count + 1))
+    .execute(conn)?;
+    if locked == 0 {
+        return Err(not_found(id));
+    }
+    let rule = find(conn, id)?;
+    let now = types::now();
+    let settings = rule.settings();
+    let horizon = crate::flows::repo::data_horizon(conn, &rule.element)?;
+    let measurement = match horizon {
+        None => None,
+        Some(h) => {
+            let (window, baseline) = model::spans(&settings, h);
+            let origins = rule.origins();
+            let flows = crate::flows::repo::spans(
+                conn,
+                &rule.element,
+                origins.as_deref(),
+                baseline.0,
+                window.1,
+            )?;
+            model::measure(&settings, &flows, h)
+        }
+    };
+    let open = open_order(conn, id)?;
+    let step = model::step(
+        &settings,
+        &rule.state(),
+        measurement.as_ref(),
+        open.is_some(),
+        now,
+    );
+    let outcome = match (&step.verdict, &measurement) {
+        (Ok(()), Some(m)) => fire(conn, &rule, m, step.state, now)?,
+        (Err(reason), _) => Outcome {
+            reason: *reason,
+            detail: explain(
+                &rule,
+                *reason,
+                measurement.as_ref(),
+                horizon,
+                open,
+                &step.state,
+            ),
+            sizing: None,
+            order_id: None,
+            state: step.state,
+        },
+        (Ok(()), None) => unreachable!("a rule without data never reaches firing"),
+    };
+    diesel::update(rr::table.filter(rr::id.eq(id)))
+        .set((
+            rr::consecutive.eq(outcome.state.consecutive),
+            rr::armed.eq(outcome.state.armed),
+            rr::last_fired_at.eq(outcome.state.last_fired_at.map(types::to_db)),
+        ))
+        .execute(conn)?;
+    let m = measurement.as_ref();
+    let fired = outcome.reason == Reason::Fired;
+    let eval_id: i64 = diesel::insert_into(ev::table)
+        .values((
+            ev::rule_id.eq(id),
+            ev::rule_version.eq(rule.version),
+            ev::at.eq(types::to_db(now)),
+            ev::trigger.eq(trigger.as_str()),
+            ev::slot.eq(trigger.slot()),
+            ev::triggered_by.eq(triggered_by),
+            ev::data_horizon.eq(horizon),
+            ev::window_start.eq(m.map(|m| m.window.0)),
+            ev::window_end.eq(m.map(|m| m.window.1)),
+            ev::baseline_start.eq(m.map(|m| m.baseline.0)),
+            ev::baseline_end.eq(m.map(|m| m.baseline.1)),
+            ev::window_kg_per_day.eq(m.map(|m| model::kg_per_day(m.window_g_per_day))),
+            ev::baseline_kg_per_day.eq(m.map(|m| model::kg_per_day(m.baseline_g_per_day))),
+            ev::drop_percent.eq(m.map(|m| model::percent(m.drop_percent))),
+            ev::breach.eq(step.breach),
+            ev::consecutive.eq(outcome.state.consecutive),
+            ev::decision.eq(if fired { "fired" } else { "not_fired" }),
+            ev::reason.eq(outcome.reason.as_str()),
+            ev::detail.eq(&outcome.detail),
+            ev::sizing.eq(outcome
+                .sizing
+                .as_ref()
+                .map(|s| serde_json::to_string(s).unwrap_or_default())),
+            ev::proposed_g.eq(outcome
+                .sizing
+                .as_ref()
+                .filter(|_| fired)
+                .map(|s| s.proposed_g)),
+            ev::order_id.eq(outcome.order_id),
+        ))
+        .returning(ev::id)
+        .get_result(conn)?;
+    evaluation(conn, eval_id)
+}
+
+/// Why a rule did not fire, in words.
+fn explain(
+    rule: &RuleRow,
+    reason: Reason,
+    m: Option<&Measurement>,
+    horizon: Option<NaiveDate>,
+    open: Option<i64>,
+    state: &State,
+) -> String {
+    let measured = m.map(|m| describe(rule, m)).unwrap_or_default();
+    match reason {
+        Reason::Disabled => "the rule is disabled".into(),
+        Reason::NoData => match horizon {
+            None => format!("no import flows of {} are on record", rule.element),
+            Some(h) => format!(
+                "no imports of {} fall in the {}-day baseline before the window ending {h}: nothing to compare with",
+                rule.element, rule.baseline_days
+            ),
+        },
+        Reason::BelowThreshold => format!("below threshold: {measured}"),
+        Reason::NotEnoughConsecutiveBreaches => format!(
+            "breach {} of the {} in a row needed: {measured}",
+            state.consecutive, rule.consecutive_breaches
+        ),
+        Reason::Cooldown => format!(
+            "cooling down: fired at {}, re-arms when the drop falls below the threshold or {} days have passed; {measured}",
+            state
+                .last_fired_at
+                .map(types::rfc3339)
+                .unwrap_or_default(),
+            rule.cooldown_days
+        ),
+        Reason::OpenOrderExists => format!(
+            "release order {} proposed by this rule is still open; {measured}",
+            open.unwrap_or_default()
+        ),
+        Reason::Fired | Reason::FloorLeavesNothing | Reason::OrderRefused => measured,
+    }
+}
+
+/// Evaluates every enabled rule of `elements` (after an ingest touched
+/// them), each in a savepoint of the caller's transaction.
+pub fn evaluate_elements(
+    conn: &mut DbConn,
+    elements: &[String],
+    triggered_by: &str,
+) -> ApiResult<Vec<EvaluationView>> {
+    let ids: Vec<i64> = rr::table
+        .filter(rr::element.eq_any(elements))
+        .filter(rr::enabled.eq(true))
+        .filter(rr::deleted_at.is_null())
+        .order(rr::id.asc())
+        .select(rr::id)
+        .load(conn)?;
+    ids.into_iter()
+        .map(|id| evaluate(conn, id, Trigger::Ingest, triggered_by))
+        .collect()
+}
+
+/// The scheduled job: evaluates every enabled rule for `slot`. One rule's
+/// failure rolls back only its own savepoint and is logged; the others run.
+pub fn evaluate_scheduled(conn: &mut DbConn, slot: DateTime<Utc>) -> ApiResult<String> {
+    let ids: Vec<i64> = rr::table
+        .filter(rr::enabled.eq(true))
+        .filter(rr::deleted_at.is_null())
+        .order(rr::id.asc())
+        .select(rr::id)
+        .load(conn)?;
+    let (mut fired, mut failed) = (0, 0);
+    for id in &ids {
+        match conn.transaction(|c| evaluate(c, *id, Trigger::Schedule(slot), "scheduler")) {
+            Ok(e) if e.decision == "fired" => fired += 1,
+            Ok(_) => {}
+            Err(e) => {
+                failed += 1;
+                tracing::warn!(rule = id, error = %e, "scheduled rule evaluation failed");
+            }
+        }
+    }
+    Ok(format!(
+        "evaluated {} rules: {fired} fired, {failed} failed",
+        ids.len()
+    ))
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = ev)]
+struct EvaluationRow {
+    id: i64,
+    rule_id: i64,
+    rule_version: i64,
+    at: NaiveDateTime,
+    trigger: String,
+    slot: Option<NaiveDateTime>,
+    triggered_by: String,
+    data_horizon: Option<NaiveDate>,
+    window_start: Option<NaiveDate>,
+    window_end: Option<NaiveDate>,
+    baseline_start: Option<NaiveDate>,
+    baseline_end: Option<NaiveDate>,
+    window_kg_per_day: Option<String>,
+    baseline_kg_per_day: Option<String>,
+    drop_percent: Option<String>,
+    breach: bool,
+    consecutive: i32,
+    decision: String,
+    reason: String,
+    detail: String,
+    sizing: Option<String>,
+    proposed_g: Option<i64>,
+    order_id: Option<i64>,
+}
+
+fn evaluation_view(r: EvaluationRow) -> EvaluationView {
+    let ts = |t: NaiveDateTime| types::rfc3339(types::from_db(t));
+    EvaluationView {
+        id: r.id,
+        rule_id: r.rule_id,
+        rule_version: r.rule_version,
+        at: ts(r.at),
+        trigger: r.trigger,
+        slot: r.slot.map(ts),
+        triggered_by: r.triggered_by,
+        data_horizon: r.data_horizon,
+        window_start: r.window_start,
+        window_end: r.window_end,
+        baseline_start: r.baseline_start,
+        baseline_end: r.baseline_end,
+        window_kg_per_day: r.window_kg_per_day,
+        baseline_kg_per_day: r.baseline_kg_per_day,
+        drop_percent: r.drop_percent,
+        breach: r.breach,
+        consecutive: r.consecutive,
+        decision: r.decision,
+        reason: r.reason,
+        detail: r.detail,
+        sizing: r.sizing.and_then(|s| serde_json::from_str(&s).ok()),
+        proposed_kg: r.proposed_g.map(|g| Grams(g).to_kg_string()),
+        order_id: r.order_id,
+    }
+}
+
+pub fn evaluation(conn: &mut DbConn, id: i64) -> ApiResult<EvaluationView> {
+    let row: EvaluationRow = ev::table
+        .filter(ev::id.eq(id))
+        .select(EvaluationRow::as_select())
+        .first(conn)?;
+    Ok(evaluation_view(row))
+}
+
+/// A rule's evaluations, newest first unless asked.
+pub fn evaluations(
+    conn: &mut DbConn,
+    rule_id: i64,
+    page: &PageRequest,
+) -> ApiResult<Vec<EvaluationView>> {
+    let exists: i64 = rr::table
+        .filter(rr::id.eq(rule_id))
+        .count()
+        .get_result(conn)?;
+    if exists == 0 {
+        return Err(not_found(rule_id));
+    }
+    let q = ev::table
+        .filter(ev::rule_id.eq(rule_id))
+        .select(EvaluationRow::as_select())
+        .into_boxed();
+    let q = match (page.order, page.after) {
+        (Order::NewestFirst, Some(c)) => q.filter(ev::id.lt(c)).order(ev::id.desc()),
+        (Order::NewestFirst, None) => q.order(ev::id.desc()),
+        (Order::OldestFirst, Some(c)) => q.filter(ev::id.gt(c)).order(ev::id.asc()),
+        (Order::OldestFirst, None) => q.order(ev::id.asc()),
+    };
+    let rows: Vec<EvaluationRow> = q.limit(page.limit + 1).load(conn)?;
+    Ok(rows.into_iter().map(evaluation_view).collect())
+}

@@ -1,0 +1,516 @@
+//! Release rules: the fixed arithmetic redone by hand, firing through the
+//! orders code, consecutive breaches, cooldown, origin filters, the data
+//! horizon, and the rules' own CRUD with ETag/If-Match and history.
+
+use chrono::{Duration, NaiveDate, Utc};
+use diesel::RunQueryDsl;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, Backend, TestApp};
+use crate::on_both_backends;
+use reserve::auth::Role;
+
+on_both_backends!(
+    a_forty_percent_drop_fires_a_25_percent_rule_once_and_not_a_50_percent_rule,
+    proposals_respect_cap_coverage_and_floors_by_hand,
+    consecutive_breaches_cooldown_and_open_orders,
+    an_origin_filtered_rule_ignores_other_origins,
+    a_data_horizon_a_month_old_is_not_a_drop,
+    rules_keep_every_change_behind_if_match,
+);
+
+/// Flows written straight to the table: (element, origin, start, end, kg).
+pub fn insert_flows(app: &TestApp, rows: &[(&str, &str, NaiveDate, NaiveDate, i64)]) {
+    use diesel::ExpressionMethods;
+    use reserve::db::schema::import_flows as f;
+    let mut conn = app.state.pool.get().expect("connection");
+    for (i, (element, origin, start, end, kg)) in rows.iter().enumerate() {
+        let values = (
+            f::element.eq(*element),
+            f::form.eq("oxide"),
+            f::origin_country.eq(*origin),
+            f::hs_code.eq("284690"),
+            f::period_start.eq(*start),
+            f::period_end.eq(*end),
+            f::quantity_g.eq(kg * 1000),
+            f::source.eq("test"),
+            f::external_id.eq(format!("{element}-{origin}-{start}-{i}")),
+            f::content_hash.eq("x"),
+            f::recorded_at.eq(Utc::now().naive_utc()),
+            f::recorded_by.eq("test"),
+        );
+        diesel::insert_into(f::table)
+            .values(values)
+            .execute(&mut *conn)
+            .expect("insert flow");
+    }
+}
+
+fn yesterday() -> NaiveDate {
+    Utc::now().date_naive() - Duration::days(1)
+}
+
+/// Thirteen 30-day periods ending `end`: twelve of `kg`, then `last_kg`.
+pub fn thirteen_periods(
+    element: &'static str,
+    origin: &'static str,
+    end: NaiveDate,
+    kg: i64,
+    last_kg: i64,
+) -> Vec<(&'static str, &'static str, NaiveDate, NaiveDate, i64)> {
+    let start = end - Duration::days(13 * 30 - 1);
+    (0..13)
+        .map(|i| {
+            let s = start + Duration::days(30 * i);
+            let q = if i == 12 { last_kg } else { kg };
+            (element, origin, s, s + Duration::days(29), q)
+        })
+        .collect()
+}
+
+/// A depot holding `kg` of `element` metal 99.9, and the element's policy
+/// consuming `consumption_kg_per_year`.
+async fn stock_up(app: &TestApp, depot: &str, element: &str, kg: &str, consumption: &str) {
+    app.create_depot(depot, "10000000", "10000").await;
+    app.post_new(
+        "/api/v1/acquisitions",
+        &app.operator,
+        &json!({"depot": depot, "element": element, "form": "metal", "grade": "99.9", "quantity_kg": kg}),
+    )
+    .await
+    .expect(201);
+    app.put(
+        &format!("/api/v1/elements/{element}/policy"),
+        &app.admin,
+        Some("*"),
+        &json!({"reserve_floor_kg": null, "consumption_kg_per_year": consumption,
+                "limited_drawdown_max_kg": null, "limited_drawdown_max_days": null,
+                "test_sale_max_kg": null}),
+    )
+    .await
+    .expect(200);
+}
+
+/// A limited-drawdown sale rule on `element`, 30-day window over a 360-day
+/// baseline, with `overrides` applied.
+fn rule(element: &str, overrides: Value) -> Value {
+    let mut r = json!({
+        "element": element,
+        "window_days": 30,
+        "baseline_days": 360,
+        "drop_threshold_percent": "25",
+        "consecutive_breaches": 1,
+        "cooldown_days": 30,
+        "coverage_fraction": "0.5",
+        "cap_kg": "100000",
+        "order_kind": "limited_drawdown",
+        "method": "sale",
+        "enabled": true
+    });
+    for (k, v) in overrides.as_object().expect("object") {
+        r[k] = v.clone();
+    }
+    r
+}
+
+async fn create_rule(app: &TestApp, body: Value) -> i64 {
+    app.post_new("/api/v1/release-rules", &app.admin, &body)
+        .await
+        .expect(201)
+        .body["id"]
+        .as_i64()
+        .expect("id")
+}
+
+async fn evaluate(app: &TestApp, id: i64) -> Value {
+    app.post_new(
+        &format!("/api/v1/release-rules/{id}/evaluate"),
+        &app.operator,
+        &Value::Null,
+    )
+    .await
+    .expect(200)
+    .body
+}
+
+fn approver(app: &TestApp) -> String {
+    app.keys
+        .mint("apa-approver", &[Role::Approver], None, Duration::hours(1))
+        .expect("token")
+}
+
+async fn a_forty_percent_drop_fires_a_25_percent_rule_once_and_not_a_50_percent_rule(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    stock_up(&app, "NV1", "Dy", "100000", "36500").await;
+    let r25 = create_rule(&app, rule("Dy", json!({}))).await;
+    let r50 = create_rule(&app, rule("Dy", json!({"drop_threshold_percent": "50"}))).await;
+    insert_flows(
+        &app,
+        &thirteen_periods("Dy", "CN", yesterday(), 30_000, 18_000),
+    );
+
+    // By hand: the baseline is twelve periods of 30,000 kg over 360 days,
+    // 1,000 kg/day; the window 18,000 kg over 30 days, 600 kg/day; the drop
+    // (1,000 − 600) ÷ 1,000 = 40%. The shortfall over the window is 400 kg/day
+    // × 30 days = 12,000 kg, half of which is 6,000 kg.
+    let e = evaluate(&app, r25).await;
+    assert_eq!(e["decision"], "fired", "{e}");
+    assert_eq!(e["reason"], "fired");
+    assert_eq!(e["window_kg_per_day"], "600.000");
+    assert_eq!(e["baseline_kg_per_day"], "1000.000");
+    assert_eq!(e["drop_percent"], "40.00");
+    assert_eq!(e["breach"], true);
+    assert_eq!(e["data_horizon"], yesterday().to_string());
+    assert_eq!(e["window_end"], yesterday().to_string());
+    assert_eq!(e["proposed_kg"], "6000.000");
+    assert_eq!(e["sizing"]["bound_by"], "coverage");
+    let order_id = e["order_id"].as_i64().expect("order id");
+
+    let quiet = evaluate(&app, r50).await;
+    assert_eq!(quiet["decision"], "not_fired");
+    assert_eq!(quiet["reason"], "below_threshold");
+    assert_eq!(quiet["drop_percent"], "40.00");
+    assert!(quiet["order_id"].is_null());
+
+    // The order waits for a human: proposed by the rule, for a second person.
+    let order = app
+        .get(&format!("/api/v1/release-orders/{order_id}"), &app.viewer)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(order["status"], "proposed");
+    assert_eq!(order["proposed_by"], format!("rule:{r25}"));
+    assert_eq!(order["rule_id"], r25);
+    assert_eq!(order["quantity_kg"], "6000.000");
+    assert_eq!(order["kind"], "limited_drawdown");
+    assert_eq!(order["allocation"][0]["depot"], "NV1");
+    assert!(order["reason"]
+        .as_str()
+        .unwrap()
+        .contains("a drop of 40.00%"));
+
+    // Evaluated again, the rule does not fire a second time.
+    let again = evaluate(&app, r25).await;
+    assert_eq!(again["decision"], "not_fired");
+    assert_eq!(again["reason"], "cooldown");
+    let orders = app
+        .get(
+            &format!("/api/v1/release-orders?rule_id={r25}"),
+            &app.viewer,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(orders["items"].as_array().unwrap().len(), 1);
+    let none = app
+        .get(
+            &format!("/api/v1/release-orders?rule_id={r50}"),
+            &app.viewer,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert!(none["items"].as_array().unwrap().is_empty());
+
+    // Every evaluation is kept, newest first, and a second person approves.
+    let evals = app
+        .get(
+            &format!("/api/v1/release-rules/{r25}/evaluations"),
+            &app.viewer,
+        )
+        .await
+        .expect(200)
+        .body;
+    let items = evals["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["reason"], "cooldown");
+    assert_eq!(items[1]["order_id"], order_id);
+    let approved = app
+        .post_new(
+            &format!("/api/v1/release-orders/{order_id}/approve"),
+            &approver(&app),
+            &json!({}),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(approved["status"], "approved");
+    let csv = app
+        .get(
+            &format!("/api/v1/release-rules/{r25}/evaluations?format=csv"),
+            &app.viewer,
+        )
+        .await
+        .expect(200);
+    assert!(csv.text.starts_with("id,at,trigger,"), "{}", csv.text);
+    assert_eq!(csv.text.lines().count(), 3);
+}
+
+async fn proposals_respect_cap_coverage_and_floors_by_hand(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // 100,000 kg of Tb metal; consumption 365,000 kg a year = 1,000 kg a day.
+    stock_up(&app, "NV1", "Tb", "100000", "365000").await;
+    insert_flows(
+        &app,
+        &thirteen_periods("Tb", "CN", yesterday(), 30_000, 18_000),
+    );
+    // Coverage alone: half of the 12,000 kg shortfall.
+    let cases = [
+        (json!({}), "fired", "6000.000", "coverage"),
+        // The cap binds below the coverage.
+        (json!({"cap_kg": "2500"}), "fired", "2500.000", "cap"),
+        // 100,000 kg held − a 96,000 kg floor = 4,000 kg.
+        (json!({"floor_kg": "96000"}), "fired", "4000.000", "floor"),
+        // 100,000 kg of element − 97 days × 1,000 kg/day = 3,000 kg.
+        (
+            json!({"floor_days_of_cover": "97"}),
+            "fired",
+            "3000.000",
+            "days_floor",
+        ),
+        // A floor at the whole holding leaves nothing.
+        (json!({"floor_kg": "100000"}), "not_fired", "0.000", "floor"),
+    ];
+    for (overrides, decision, kg, bound_by) in cases {
+        let id = create_rule(&app, rule("Tb", overrides.clone())).await;
+        let e = evaluate(&app, id).await;
+        assert_eq!(e["decision"], decision, "{overrides}: {e}");
+        assert_eq!(e["sizing"]["proposed_kg"], kg, "{overrides}: {e}");
+        assert_eq!(e["sizing"]["bound_by"], bound_by, "{overrides}: {e}");
+        assert_eq!(e["sizing"]["shortfall_kg"], "12000.000");
+        if decision == "fired" {
+            let order = app
+                .get(
+                    &format!("/api/v1/release-orders/{}", e["order_id"]),
+                    &app.viewer,
+                )
+                .await
+                .expect(200)
+                .body;
+            assert_eq!(order["quantity_kg"], kg);
+        } else {
+            assert_eq!(e["reason"], "floor_leaves_nothing");
+            assert!(e["proposed_kg"].is_null());
+        }
+    }
+}
+
+async fn consecutive_breaches_cooldown_and_open_orders(backend: Backend) {
+    let app = spawn_app(backend).await;
+    stock_up(&app, "NV1", "Ho", "100000", "36500").await;
+    insert_flows(
+        &app,
+        &thirteen_periods("Ho", "CN", yesterday(), 30_000, 18_000),
+    );
+    let approver = approver(&app);
+
+    // Two breaches in a row are needed.
+    let twice = create_rule(&app, rule("Ho", json!({"consecutive_breaches": 2}))).await;
+    let first = evaluate(&app, twice).await;
+    assert_eq!(first["reason"], "not_enough_consecutive_breaches");
+    assert_eq!(first["consecutive"], 1);
+    let second = evaluate(&app, twice).await;
+    assert_eq!(second["reason"], "fired");
+    assert_eq!(second["consecutive"], 2);
+
+    // Once it fired, the cooldown holds even after its order is rejected.
+    let order = second["order_id"].as_i64().unwrap();
+    app.post_new(
+        &format!("/api/v1/release-orders/{order}/reject"),
+        &approver,
+        &json!({"note": "not yet"}),
+    )
+    .await
+    .expect(200);
+    let cooling = evaluate(&app, twice).await;
+    assert_eq!(cooling["reason"], "cooldown");
+    let rule_now = app
+        .get(&format!("/api/v1/release-rules/{twice}"), &app.viewer)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(rule_now["state"]["armed"], false);
+    assert!(rule_now["state"]["last_fired_at"].is_string());
+
+    // Without a cooldown it fires again once its order is closed, and never
+    // while its order is open.
+    let eager = create_rule(&app, rule("Ho", json!({"cooldown_days": 0}))).await;
+    let fired = evaluate(&app, eager).await;
+    assert_eq!(fired["reason"], "fired");
+    let open = evaluate(&app, eager).await;
+    assert_eq!(open["reason"], "open_order_exists");
+    app.post_new(
+        &format!("/api/v1/release-orders/{}/reject", fired["order_id"]),
+        &approver,
+        &json!({}),
+    )
+    .await
+    .expect(200);
+    let refired = evaluate(&app, eager).await;
+    assert_eq!(refired["reason"], "fired", "{refired}");
+    assert_ne!(refired["order_id"], fired["order_id"]);
+
+    // A disabled rule stores why it did nothing and counts nothing.
+    let off = create_rule(&app, rule("Ho", json!({"enabled": false}))).await;
+    let e = evaluate(&app, off).await;
+    assert_eq!(e["reason"], "disabled");
+    assert_eq!(e["consecutive"], 0);
+}
+
+async fn an_origin_filtered_rule_ignores_other_origins(backend: Backend) {
+    let app = spawn_app(backend).await;
+    stock_up(&app, "NV1", "Er", "100000", "36500").await;
+    let mut flows = thirteen_periods("Er", "CN", yesterday(), 20_000, 12_000);
+    flows.extend(thirteen_periods("Er", "US", yesterday(), 10_000, 10_000));
+    insert_flows(&app, &flows);
+    let cn = create_rule(&app, rule("Er", json!({"origin_countries": ["CN"]}))).await;
+    let us = create_rule(&app, rule("Er", json!({"origin_countries": ["US"]}))).await;
+    let all = create_rule(&app, rule("Er", json!({}))).await;
+    // China: 20,000 → 12,000 kg a period, a 40% drop.
+    let e = evaluate(&app, cn).await;
+    assert_eq!(
+        (e["drop_percent"].as_str(), e["reason"].as_str()),
+        (Some("40.00"), Some("fired"))
+    );
+    assert!(e["detail"].as_str().unwrap().contains("from CN"));
+    // The United States: steady.
+    let e = evaluate(&app, us).await;
+    assert_eq!(
+        (e["drop_percent"].as_str(), e["reason"].as_str()),
+        (Some("0.00"), Some("below_threshold"))
+    );
+    // Together: 30,000 → 22,000 kg, (1,000 − 733.333) ÷ 1,000 = 26.67%.
+    let e = evaluate(&app, all).await;
+    assert_eq!(e["drop_percent"], "26.67");
+    assert_eq!(e["window_kg_per_day"], "733.333");
+    assert_eq!(e["reason"], "fired");
+}
+
+async fn a_data_horizon_a_month_old_is_not_a_drop(backend: Backend) {
+    let app = spawn_app(backend).await;
+    stock_up(&app, "NV1", "Lu", "100000", "36500").await;
+    // Steady imports whose statistics stop 40 days ago: the window ends at
+    // the horizon, not today, so the missing month is not a drop.
+    let horizon = Utc::now().date_naive() - Duration::days(40);
+    insert_flows(&app, &thirteen_periods("Lu", "CN", horizon, 30_000, 30_000));
+    let id = create_rule(&app, rule("Lu", json!({}))).await;
+    let e = evaluate(&app, id).await;
+    assert_eq!(e["data_horizon"], horizon.to_string());
+    assert_eq!(e["window_end"], horizon.to_string());
+    assert_eq!(e["drop_percent"], "0.00");
+    assert_eq!(e["reason"], "below_threshold");
+
+    // An element with no flows at all has no data.
+    let none = create_rule(&app, rule("Yb", json!({}))).await;
+    let e = evaluate(&app, none).await;
+    assert_eq!(e["reason"], "no_data");
+    assert!(e["data_horizon"].is_null());
+}
+
+async fn rules_keep_every_change_behind_if_match(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let body = rule("Nd", json!({"origin_countries": ["MM", "CN", "CN"]}));
+    app.post_new("/api/v1/release-rules", &app.operator, &body)
+        .await
+        .expect(403);
+    let created = app
+        .post_new("/api/v1/release-rules", &app.admin, &body)
+        .await
+        .expect(201)
+        .body;
+    let id = created["id"].as_i64().unwrap();
+    assert_eq!(created["origin_countries"], json!(["CN", "MM"]));
+    assert_eq!(created["state"]["armed"], true);
+    let path = format!("/api/v1/release-rules/{id}");
+    let got = app.get(&path, &app.viewer).await.expect(200);
+    let etag = got.header("etag").expect("etag");
+    assert_eq!(etag, format!("\"rule-{id}-v1\""));
+
+    let changed = rule("Nd", json!({"drop_threshold_percent": "30"}));
+    app.put(&path, &app.admin, None, &changed).await.expect(428);
+    app.put(&path, &app.admin, Some("\"rule-1-v99\""), &changed)
+        .await
+        .expect(412);
+    let v2 = app
+        .put(&path, &app.admin, Some(&etag), &changed)
+        .await
+        .expect(200);
+    assert_eq!(v2.body["drop_threshold_percent"], "30");
+    assert_eq!(v2.header("etag").unwrap(), format!("\"rule-{id}-v2\""));
+    // The old ETag no longer matches.
+    app.put(&path, &app.admin, Some(&etag), &changed)
+        .await
+        .expect(412);
+
+    // Invalid fields are each named, the order kind's needs included.
+    let bad = rule(
+        "Nd",
+        json!({"drop_threshold_percent": "0", "coverage_fraction": "1.5", "window_days": 0,
+               "order_kind": "emergency_drawdown", "origin_countries": ["cn"], "grade": "99.5"}),
+    );
+    let r = app
+        .post_new("/api/v1/release-rules", &app.admin, &bad)
+        .await
+        .expect(422);
+    let fields = r.error_fields();
+    for f in [
+        "drop_threshold_percent",
+        "coverage_fraction",
+        "window_days",
+        "emergency_finding",
+        "origin_countries[0]",
+        "grade",
+    ] {
+        assert!(
+            fields.contains(&f.to_string()),
+            "{f} missing from {fields:?}"
+        );
+    }
+    let sale = rule("Nd", json!({"order_kind": "mandated_sale"}));
+    let r = app
+        .post_new("/api/v1/release-rules", &app.admin, &sale)
+        .await
+        .expect(422);
+    assert_eq!(r.error_fields(), vec!["order_kind"]);
+    let exchange = rule(
+        "Nd",
+        json!({"order_kind": "exchange", "method": null, "counterparty": "Acme Magnetics",
+               "premium_percent": "5"}),
+    );
+    let r = app
+        .post_new("/api/v1/release-rules", &app.admin, &exchange)
+        .await
+        .expect(422);
+    assert_eq!(r.error_fields(), vec!["return_after_days"]);
+
+    // Deleted: gone from reads and lists, its history kept.
+    app.delete(&path, &app.admin, None).await.expect(428);
+    app.delete(&path, &app.admin, Some(&format!("\"rule-{id}-v2\"")))
+        .await
+        .expect(204);
+    app.get(&path, &app.viewer).await.expect(404);
+    let list = app
+        .get("/api/v1/release-rules", &app.viewer)
+        .await
+        .expect(200)
+        .body;
+    assert!(list["items"].as_array().unwrap().is_empty());
+    let history = app
+        .get(&format!("{path}/history"), &app.auditor)
+        .await
+        .expect(200)
+        .body;
+    let changes = history["items"].as_array().unwrap();
+    let kinds: Vec<&str> = changes
+        .iter()
+        .map(|c| c["change"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["created", "updated", "deleted"]);
+    assert!(changes[0]["before"].is_null());
+    assert_eq!(changes[1]["before"]["drop_threshold_percent"], "25");
+    assert_eq!(changes[1]["after"]["drop_threshold_percent"], "30");
+    assert_eq!(changes[1]["actor"], "ada-admin");
+    assert!(changes[2]["after"].is_null());
+}
