@@ -109,6 +109,8 @@ route_table! {
     post "/api/v1/release-rules/{id}/evaluate" => rules::routes::evaluate,
     get "/api/v1/release-rules/{id}/evaluations" => rules::routes::evaluations,
 
+    post "/api/v1/simulations" => rules::routes::simulate,
+
     get "/api/v1/ceilings" => policy::routes::list_ceilings,
     get "/api/v1/ceilings/{element}/{fiscal_year}" => policy::routes::get_ceiling,
     put "/api/v1/ceilings/{element}/{fiscal_year}" => policy::routes::put_ceiling,

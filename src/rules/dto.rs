@@ -146,7 +146,7 @@ fn kg(e: &mut Vec<FieldError>, field: &str, s: &str, positive: bool) -> i64 {
 
 /// ISO 3166-1 alpha-2 shape. (Interim: the import-flows work brings the
 /// list of assigned codes.)
-fn is_country(c: &str) -> bool {
+pub fn is_country(c: &str) -> bool {
     c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase())
 }
 

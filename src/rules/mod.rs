@@ -8,3 +8,4 @@ pub mod dto;
 pub mod model;
 pub mod repo;
 pub mod routes;
+pub mod simulate;

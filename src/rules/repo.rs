@@ -396,7 +396,7 @@ impl Trigger {
 /// Order statuses during which a rule's order still counts as open.
 pub const OPEN_STATUSES: [&str; 5] = ["proposed", "approved", "offered", "awarded", "executing"];
 
-fn open_order(conn: &mut DbConn, rule_id: i64) -> ApiResult<Option<i64>> {
+pub fn open_order(conn: &mut DbConn, rule_id: i64) -> ApiResult<Option<i64>> {
     Ok(ro::table
         .filter(ro::rule_id.eq(rule_id))
         .filter(ro::status.eq_any(OPEN_STATUSES))
@@ -407,7 +407,7 @@ fn open_order(conn: &mut DbConn, rule_id: i64) -> ApiResult<Option<i64>> {
 
 /// The form and grade a firing releases: the rule's, or else the one with
 /// the most available material of the element at active depots.
-fn material(conn: &mut DbConn, rule: &RuleRow) -> ApiResult<Option<(String, String, i64)>> {
+pub fn material(conn: &mut DbConn, rule: &RuleRow) -> ApiResult<Option<(String, String, i64)>> {
     use crate::db::schema::depots;
     let rows: Vec<(String, String, i64, i64)> = stockpiles::table
         .inner_join(depots::table)
@@ -445,28 +445,42 @@ fn material(conn: &mut DbConn, rule: &RuleRow) -> ApiResult<Option<(String, Stri
     Ok(chosen)
 }
 
-/// The stock a firing is sized against.
-fn stock(conn: &mut DbConn, rule: &RuleRow, form: &str, available_g: i64) -> ApiResult<Stock> {
-    let rows: Vec<(String, i64, i64, i64)> = stockpiles::table
+/// An element's holding across every depot, in material and element mass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Holding {
+    pub on_hand_g: i64,
+    pub reserved_g: i64,
+    pub on_hand_element_g: Decimal,
+    pub unreserved_element_g: Decimal,
+}
+
+pub fn holding(conn: &mut DbConn, element: &str) -> ApiResult<Holding> {
+    let rows: Vec<(i64, i64, i64)> = stockpiles::table
         .inner_join(
             element_forms::table.on(element_forms::element
                 .eq(stockpiles::element)
                 .and(element_forms::form.eq(stockpiles::form))),
         )
-        .filter(stockpiles::element.eq(&rule.element))
+        .filter(stockpiles::element.eq(element))
         .select((
-            stockpiles::form,
             stockpiles::on_hand_g,
             stockpiles::reserved_g,
             element_forms::element_mass_ppm,
         ))
         .load(conn)?;
-    let unreserved_g: i64 = rows.iter().map(|(_, on, res, _)| on - res).sum();
-    let unreserved_element_g: Decimal = rows
-        .iter()
-        .map(|(_, on, res, ppm)| Decimal::from(on - res) * Decimal::from(*ppm))
-        .sum::<Decimal>()
-        / Decimal::from(1_000_000);
+    let mass = |g: i64, ppm: i64| Decimal::from(g) * Decimal::from(ppm) / Decimal::from(1_000_000);
+    Ok(Holding {
+        on_hand_g: rows.iter().map(|r| r.0).sum(),
+        reserved_g: rows.iter().map(|r| r.1).sum(),
+        on_hand_element_g: rows.iter().map(|r| mass(r.0, r.2)).sum(),
+        unreserved_element_g: rows.iter().map(|r| mass(r.0 - r.1, r.2)).sum(),
+    })
+}
+
+/// The stock a firing of `rule` is sized against, releasing `form` of
+/// which `available_g` is available.
+pub fn stock(conn: &mut DbConn, rule: &RuleRow, form: &str, available_g: i64) -> ApiResult<Stock> {
+    let h = holding(conn, &rule.element)?;
     let form_ppm: i64 = element_forms::table
         .filter(element_forms::element.eq(&rule.element))
         .filter(element_forms::form.eq(form))
@@ -475,8 +489,8 @@ fn stock(conn: &mut DbConn, rule: &RuleRow, form: &str, available_g: i64) -> Api
     let policy = crate::policy::repo::current(conn, &rule.element)?.policy();
     let kind = rule.kind();
     Ok(Stock {
-        unreserved_g,
-        unreserved_element_g,
+        unreserved_g: h.on_hand_g - h.reserved_g,
+        unreserved_element_g: h.unreserved_element_g,
         available_g,
         form_ppm,
         consumption_g_per_day: policy

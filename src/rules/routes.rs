@@ -326,3 +326,18 @@ pub async fn evaluations(
     }
     Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
 }
+
+/// Runs a what-if simulation. Writes nothing (a read-only transaction), so
+/// it takes no Idempotency-Key. Any role.
+pub async fn simulate(
+    state: web::Data<AppState>,
+    _user: AuthUser,
+    body: ApiJson<super::simulate::SimulationRequest>,
+) -> ApiResult<HttpResponse> {
+    let (shocks, horizon) = body.into_inner().validate()?;
+    let today = crate::db::types::now().date_naive();
+    let view = state
+        .db(move |c| read_transaction(c, |c| super::simulate::run(c, &shocks, horizon, today)))
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}

@@ -17,6 +17,7 @@ on_both_backends!(
     an_origin_filtered_rule_ignores_other_origins,
     a_data_horizon_a_month_old_is_not_a_drop,
     rules_keep_every_change_behind_if_match,
+    a_simulation_fires_rules_on_the_day_and_writes_nothing,
 );
 
 /// Flows written straight to the table: (element, origin, start, end, kg).
@@ -513,4 +514,117 @@ async fn rules_keep_every_change_behind_if_match(backend: Backend) {
     assert_eq!(changes[1]["after"]["drop_threshold_percent"], "30");
     assert_eq!(changes[1]["actor"], "ada-admin");
     assert!(changes[2]["after"].is_null());
+}
+
+/// Rows in every table, to show that something wrote nothing.
+fn row_counts(app: &TestApp) -> Vec<(String, i64)> {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let tables = [
+        "depots",
+        "stockpiles",
+        "ledger_entries",
+        "ledger_head",
+        "idempotency_records",
+        "period_locks",
+        "depot_history",
+        "element_policies",
+        "element_policy_history",
+        "ceilings",
+        "buyers",
+        "release_orders",
+        "order_allocations",
+        "order_transitions",
+        "bids",
+        "awards",
+        "import_flows",
+        "job_claims",
+        "release_rules",
+        "release_rule_history",
+        "rule_evaluations",
+    ];
+    let mut conn = app.state.pool.get().expect("connection");
+    tables
+        .iter()
+        .map(|t| {
+            let c: Count =
+                diesel::sql_query(format!("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM {t}"))
+                    .get_result(&mut *conn)
+                    .expect("count");
+            (t.to_string(), c.n)
+        })
+        .collect()
+}
+
+async fn a_simulation_fires_rules_on_the_day_and_writes_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // 100,000 kg of Dy; 36,500 kg a year consumed: 1,000 days of cover.
+    stock_up(&app, "NV1", "Dy", "100000", "36500").await;
+    // A steady 1,000 kg a day from CN up to yesterday.
+    insert_flows(
+        &app,
+        &thirteen_periods("Dy", "CN", yesterday(), 30_000, 30_000),
+    );
+    let id = create_rule(
+        &app,
+        rule(
+            "Dy",
+            json!({"baseline_days": 365, "coverage_fraction": "1", "floor_kg": "90000"}),
+        ),
+    )
+    .await;
+    let before = row_counts(&app);
+    let start = Utc::now().date_naive() + Duration::days(30);
+    let body = json!({"shocks": [{"element": "Dy", "origin_country": "CN", "drop_percent": "80",
+                                  "start": start.to_string(), "months": 6}],
+                      "horizon_days": 730});
+    let sim = app
+        .post("/api/v1/simulations", &app.viewer, None, &body)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(row_counts(&app), before, "a simulation writes nothing");
+    let dy = &sim["elements"][0];
+    assert_eq!(dy["element"], "Dy");
+    let days = dy["days"].as_array().unwrap();
+    assert_eq!(days.len(), 730);
+    assert_eq!(days[0]["imports_kg"], "1000.000");
+    assert_eq!(days[0]["holding_kg"], "100000.000");
+    assert_eq!(days[0]["days_of_cover"], "1000.0");
+    // By hand, as in the unit test: the window's drop reaches 25% on the
+    // shock's 10th day, when the shortfall is (1,000 − 733.333) × 30 = 8,000 kg.
+    let firing = &dy["firings"][0];
+    assert_eq!(firing["rule_id"], id);
+    assert_eq!(firing["date"], (start + Duration::days(9)).to_string());
+    assert_eq!(firing["proposed_kg"], "8000.000");
+    // Drawn down, never below the rule's floor.
+    assert_eq!(days.last().unwrap()["holding_kg"], "90000.000");
+    assert!(dy["below_floor_on"].is_null());
+    // The rule itself is untouched.
+    let r = app
+        .get(&format!("/api/v1/release-rules/{id}"), &app.viewer)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(r["state"]["evaluations"], 0);
+
+    let bad = json!({"shocks": [{"element": "Xx", "drop_percent": "180", "start": "2027-13-01", "months": 0}]});
+    let r = app
+        .post("/api/v1/simulations", &app.viewer, None, &bad)
+        .await
+        .expect(422);
+    let mut fields = r.error_fields();
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            "shocks[0].drop_percent",
+            "shocks[0].element",
+            "shocks[0].months",
+            "shocks[0].start"
+        ]
+    );
 }
