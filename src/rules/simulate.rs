@@ -467,6 +467,126 @@ pub fn simulate_element(input: &ElementInput) -> SimElement {
     }
 }
 
+/// Loads what each shocked element's simulation reads and runs it. Reads
+/// only; the caller runs it in a read-only transaction.
+pub fn run(
+    conn: &mut crate::db::DbConn,
+    shocks: &[Shock],
+    horizon_days: i32,
+    today: NaiveDate,
+) -> ApiResult<SimulationView> {
+    use super::repo;
+    use crate::db::schema::{depots, release_orders as ro, release_rules as rr, stockpiles};
+    use diesel::prelude::*;
+
+    let mut elements: Vec<String> = Vec::new();
+    for s in shocks {
+        if !elements.contains(&s.element) {
+            elements.push(s.element.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for element in elements {
+        let rows: Vec<repo::RuleRow> = rr::table
+            .filter(rr::element.eq(&element))
+            .filter(rr::enabled.eq(true))
+            .filter(rr::deleted_at.is_null())
+            .order(rr::id.asc())
+            .select(repo::RuleRow::as_select())
+            .load(conn)?;
+        let holding = repo::holding(conn, &element)?;
+        let mut rules = Vec::new();
+        let mut available_g = 0;
+        let mut rules_open = 0;
+        for row in &rows {
+            let (form, available) = match repo::material(conn, row)? {
+                Some((form, _, available)) => (form, available),
+                None => ("oxide".to_string(), 0),
+            };
+            available_g = available_g.max(available);
+            let stock = repo::stock(conn, row, &form, available)?;
+            let open_remaining_g = match repo::open_order(conn, row.id)? {
+                Some(id) => {
+                    let (q, r): (i64, i64) = ro::table
+                        .filter(ro::id.eq(id))
+                        .select((ro::quantity_g, ro::released_g))
+                        .first(conn)?;
+                    (q - r).max(0)
+                }
+                None => 0,
+            };
+            rules_open += open_remaining_g;
+            rules.push(SimRule {
+                id: row.id,
+                origins: row.origins(),
+                settings: row.settings(),
+                state: row.state(),
+                open_remaining_g,
+                form_ppm: stock.form_ppm,
+                reserve_floor_g: stock.reserve_floor_g,
+                policy_cap_g: stock.policy_cap_g,
+            });
+        }
+        let longest = rows
+            .iter()
+            .map(|r| i64::from(r.window_days) + i64::from(r.baseline_days))
+            .max()
+            .unwrap_or(1);
+        let data_horizon = crate::flows::repo::data_horizon(conn, &element)?;
+        let from = (today - Duration::days(longest)).min(
+            data_horizon
+                .map(|h| h - Duration::days(364))
+                .unwrap_or(today),
+        );
+        let flows = match data_horizon {
+            Some(h) => crate::flows::repo::spans(conn, &element, None, from, h)?,
+            None => Vec::new(),
+        };
+        let policy = crate::policy::repo::current(conn, &element)?.policy();
+        type Sum = diesel::sql_types::Nullable<diesel::sql_types::BigInt>;
+        let drawdown: Option<i64> = depots::table
+            .filter(depots::status.eq("active"))
+            .filter(diesel::dsl::exists(
+                stockpiles::table
+                    .filter(stockpiles::depot_id.eq(depots::id))
+                    .filter(stockpiles::element.eq(&element))
+                    .filter(stockpiles::on_hand_g.gt(0)),
+            ))
+            .select(diesel::dsl::sql::<Sum>(
+                "CAST(SUM(depots.max_drawdown_g_per_day) AS BIGINT)",
+            ))
+            .first(conn)?;
+        let input = ElementInput {
+            element: element.clone(),
+            today,
+            horizon_days,
+            data_horizon,
+            flows,
+            shocks: shocks
+                .iter()
+                .filter(|s| s.element == element)
+                .cloned()
+                .collect(),
+            rules,
+            holding_g: holding.on_hand_g,
+            element_mass_g: holding.on_hand_element_g,
+            available_g,
+            reserved_g: (holding.reserved_g - rules_open).max(0),
+            consumption_g_per_day: policy
+                .consumption_per_year
+                .map(|g| Decimal::from(g.0) / Decimal::from(365)),
+            drawdown_g_per_day: drawdown.unwrap_or(0),
+            reserve_floor_g: policy.reserve_floor.map(|g| g.0),
+        };
+        out.push(simulate_element(&input));
+    }
+    Ok(SimulationView {
+        today,
+        horizon_days,
+        elements: out,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -586,124 +706,4 @@ mod tests {
         assert!(out.firings.is_empty());
         assert_eq!(out.days.last().unwrap().holding_kg, "100000.000");
     }
-}
-
-/// Loads what each shocked element's simulation reads and runs it. Reads
-/// only; the caller runs it in a read-only transaction.
-pub fn run(
-    conn: &mut crate::db::DbConn,
-    shocks: &[Shock],
-    horizon_days: i32,
-    today: NaiveDate,
-) -> ApiResult<SimulationView> {
-    use super::repo;
-    use crate::db::schema::{depots, release_orders as ro, release_rules as rr, stockpiles};
-    use diesel::prelude::*;
-
-    let mut elements: Vec<String> = Vec::new();
-    for s in shocks {
-        if !elements.contains(&s.element) {
-            elements.push(s.element.clone());
-        }
-    }
-    let mut out = Vec::new();
-    for element in elements {
-        let rows: Vec<repo::RuleRow> = rr::table
-            .filter(rr::element.eq(&element))
-            .filter(rr::enabled.eq(true))
-            .filter(rr::deleted_at.is_null())
-            .order(rr::id.asc())
-            .select(repo::RuleRow::as_select())
-            .load(conn)?;
-        let holding = repo::holding(conn, &element)?;
-        let mut rules = Vec::new();
-        let mut available_g = 0;
-        let mut rules_open = 0;
-        for row in &rows {
-            let (form, available) = match repo::material(conn, row)? {
-                Some((form, _, available)) => (form, available),
-                None => ("oxide".to_string(), 0),
-            };
-            available_g = available_g.max(available);
-            let stock = repo::stock(conn, row, &form, available)?;
-            let open_remaining_g = match repo::open_order(conn, row.id)? {
-                Some(id) => {
-                    let (q, r): (i64, i64) = ro::table
-                        .filter(ro::id.eq(id))
-                        .select((ro::quantity_g, ro::released_g))
-                        .first(conn)?;
-                    (q - r).max(0)
-                }
-                None => 0,
-            };
-            rules_open += open_remaining_g;
-            rules.push(SimRule {
-                id: row.id,
-                origins: row.origins(),
-                settings: row.settings(),
-                state: row.state(),
-                open_remaining_g,
-                form_ppm: stock.form_ppm,
-                reserve_floor_g: stock.reserve_floor_g,
-                policy_cap_g: stock.policy_cap_g,
-            });
-        }
-        let longest = rows
-            .iter()
-            .map(|r| i64::from(r.window_days) + i64::from(r.baseline_days))
-            .max()
-            .unwrap_or(1);
-        let data_horizon = crate::flows::repo::data_horizon(conn, &element)?;
-        let from = (today - Duration::days(longest)).min(
-            data_horizon
-                .map(|h| h - Duration::days(364))
-                .unwrap_or(today),
-        );
-        let flows = match data_horizon {
-            Some(h) => crate::flows::repo::spans(conn, &element, None, from, h)?,
-            None => Vec::new(),
-        };
-        let policy = crate::policy::repo::current(conn, &element)?.policy();
-        type Sum = diesel::sql_types::Nullable<diesel::sql_types::BigInt>;
-        let drawdown: Option<i64> = depots::table
-            .filter(depots::status.eq("active"))
-            .filter(diesel::dsl::exists(
-                stockpiles::table
-                    .filter(stockpiles::depot_id.eq(depots::id))
-                    .filter(stockpiles::element.eq(&element))
-                    .filter(stockpiles::on_hand_g.gt(0)),
-            ))
-            .select(diesel::dsl::sql::<Sum>(
-                "CAST(SUM(depots.max_drawdown_g_per_day) AS BIGINT)",
-            ))
-            .first(conn)?;
-        let input = ElementInput {
-            element: element.clone(),
-            today,
-            horizon_days,
-            data_horizon,
-            flows,
-            shocks: shocks
-                .iter()
-                .filter(|s| s.element == element)
-                .cloned()
-                .collect(),
-            rules,
-            holding_g: holding.on_hand_g,
-            element_mass_g: holding.on_hand_element_g,
-            available_g,
-            reserved_g: (holding.reserved_g - rules_open).max(0),
-            consumption_g_per_day: policy
-                .consumption_per_year
-                .map(|g| Decimal::from(g.0) / Decimal::from(365)),
-            drawdown_g_per_day: drawdown.unwrap_or(0),
-            reserve_floor_g: policy.reserve_floor.map(|g| g.0),
-        };
-        out.push(simulate_element(&input));
-    }
-    Ok(SimulationView {
-        today,
-        horizon_days,
-        elements: out,
-    })
 }
