@@ -12,6 +12,8 @@ pub struct Replica {
     child: Option<Child>,
     db_url: String,
     log: std::path::PathBuf,
+    /// Settings given to this replica as environment variables.
+    env: Vec<(String, String)>,
 }
 
 impl Replica {
@@ -37,6 +39,7 @@ impl Replica {
             .env("RESERVE_JWT_SECRET", SECRET)
             .env("RESERVE_DATABASE__POOL_SIZE", "8")
             .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -91,6 +94,17 @@ impl Cluster {
     /// Starts every replica at once on `db` as it is: on a fresh database they
     /// race to apply the migrations.
     pub async fn start_unmigrated(db: TestDb, replicas: usize) -> Cluster {
+        Self::start_unmigrated_with(db, replicas, &[]).await
+    }
+
+    /// Starts migrated replicas with extra settings (`RESERVE_SECTION__KEY`).
+    pub async fn start_with(db: TestDb, replicas: usize, env: &[(&str, &str)]) -> Cluster {
+        let url = reserve::db::DatabaseUrl::parse(db.url()).expect("url");
+        reserve::db::run_migrations(&mut reserve::db::open(&url).expect("open")).expect("migrate");
+        Self::start_unmigrated_with(db, replicas, env).await
+    }
+
+    async fn start_unmigrated_with(db: TestDb, replicas: usize, env: &[(&str, &str)]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut cluster = Cluster {
             replicas: (0..replicas)
@@ -99,6 +113,10 @@ impl Cluster {
                     child: None,
                     db_url: db.url().to_string(),
                     log: dir.path().join(format!("replica-{i}.log")),
+                    env: env
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
                 })
                 .collect(),
             _dir: dir,

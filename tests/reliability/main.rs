@@ -12,3 +12,4 @@ mod bank;
 mod cluster;
 mod outage;
 mod races;
+mod scheduler;
