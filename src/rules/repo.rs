@@ -634,17 +634,17 @@ pub fn evaluate(
     trigger: Trigger,
     triggered_by: &str,
 ) -> ApiResult<EvaluationView> {
-    let locked = diesel::update(
+    // The lock and the read in one round trip.
+    let rule: RuleRow = diesel::update(
         rr::table
             .filter(rr::id.eq(id))
             .filter(rr::deleted_at.is_null()),
     )
     .set(rr::evaluation_count.eq(rr::evaluation_count + 1))
-    .execute(conn)?;
-    if locked == 0 {
-        return Err(not_found(id));
-    }
-    let rule = find(conn, id)?;
+    .returning(rr::all_columns)
+    .get_result(conn)
+    .optional()?
+    .ok_or_else(|| not_found(id))?;
     let now = types::now();
     let settings = rule.settings();
     let horizon = crate::flows::repo::data_horizon(conn, &rule.element)?;
@@ -663,14 +663,16 @@ pub fn evaluate(
             model::measure(&settings, &flows, h)
         }
     };
-    let open = open_order(conn, id)?;
-    let step = model::step(
-        &settings,
-        &rule.state(),
-        measurement.as_ref(),
-        open.is_some(),
-        now,
-    );
+    // Whether its own order is still open matters only to a rule that
+    // would otherwise fire: ask the database only then.
+    let mut open = None;
+    let mut step = model::step(&settings, &rule.state(), measurement.as_ref(), false, now);
+    if step.verdict.is_ok() {
+        open = open_order(conn, id)?;
+        if open.is_some() {
+            step = model::step(&settings, &rule.state(), measurement.as_ref(), true, now);
+        }
+    }
     let outcome = match (&step.verdict, &measurement) {
         (Ok(()), Some(m)) => fire(conn, &rule, m, step.state, now)?,
         (Err(reason), _) => Outcome {
@@ -698,7 +700,7 @@ pub fn evaluate(
         .execute(conn)?;
     let m = measurement.as_ref();
     let fired = outcome.reason == Reason::Fired;
-    let eval_id: i64 = diesel::insert_into(ev::table)
+    let stored: EvaluationRow = diesel::insert_into(ev::table)
         .values((
             ev::rule_id.eq(id),
             ev::rule_version.eq(rule.version),
@@ -730,9 +732,9 @@ pub fn evaluate(
                 .map(|s| s.proposed_g)),
             ev::order_id.eq(outcome.order_id),
         ))
-        .returning(ev::id)
+        .returning(ev::all_columns)
         .get_result(conn)?;
-    evaluation(conn, eval_id)
+    Ok(evaluation_view(stored))
 }
 
 /// Why a rule did not fire, in words.
@@ -875,14 +877,6 @@ fn evaluation_view(r: EvaluationRow) -> EvaluationView {
         proposed_kg: r.proposed_g.map(|g| Grams(g).to_kg_string()),
         order_id: r.order_id,
     }
-}
-
-pub fn evaluation(conn: &mut DbConn, id: i64) -> ApiResult<EvaluationView> {
-    let row: EvaluationRow = ev::table
-        .filter(ev::id.eq(id))
-        .select(EvaluationRow::as_select())
-        .first(conn)?;
-    Ok(evaluation_view(row))
 }
 
 /// A rule's evaluations, newest first unless asked.
