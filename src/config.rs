@@ -16,6 +16,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub auth: AuthSettings,
     pub ledger: LedgerSettings,
+    pub import_flows: ImportFlowSettings,
     pub jobs: JobSettings,
 }
 
@@ -68,6 +69,13 @@ pub struct LedgerSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct ImportFlowSettings {
+    /// Largest body `POST /api/v1/import-flows` accepts, in bytes (413 past it).
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct JobSettings {
     /// Whether this replica runs scheduled work at all.
     pub enabled: bool,
@@ -115,6 +123,10 @@ impl Settings {
         anyhow::ensure!(
             (1..=12).contains(&self.ledger.fiscal_year_start_month),
             "ledger.fiscal_year_start_month must be a month number, 1 to 12"
+        );
+        anyhow::ensure!(
+            self.import_flows.max_body_bytes >= 1024,
+            "import_flows.max_body_bytes must be at least 1024"
         );
         anyhow::ensure!(
             self.jobs.poll_secs >= 1,
