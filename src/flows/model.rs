@@ -249,21 +249,20 @@ impl FlowRow {
         ]
     }
 
-    /// 16 bytes of SHA-256 over (source, external_id): the identity a
-    /// resend shares. Kept per row of an upload to find repeats in it, so
-    /// an upload's memory grows by a few dozen bytes per row, not by its text.
-    pub fn key_digest(&self) -> [u8; 16] {
+    /// The first 8 bytes of SHA-256 over (source, external_id), the identity
+    /// a resend shares. Kept per row of an upload to find repeats in it, so
+    /// an upload's memory grows by a few bytes per row, not by its text.
+    pub fn key_digest(&self) -> u64 {
         let mut h = Sha256::new();
         h.update((self.source.len() as u32).to_be_bytes());
         h.update(self.source.as_bytes());
         h.update(self.external_id.as_bytes());
-        let d = h.finalize();
-        d[..16].try_into().expect("16 bytes")
+        u64::from_be_bytes(h.finalize()[..8].try_into().expect("8 bytes"))
     }
 
-    /// The first 16 bytes of [`content_hash`](Self::content_hash).
-    pub fn content_digest(&self) -> [u8; 16] {
-        self.digest()[..16].try_into().expect("16 bytes")
+    /// The first 8 bytes of [`content_hash`](Self::content_hash).
+    pub fn content_digest(&self) -> u64 {
+        u64::from_be_bytes(self.digest()[..8].try_into().expect("8 bytes"))
     }
 
     /// Names of the fields in which `self` and `other` differ (quantity as
