@@ -16,6 +16,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub auth: AuthSettings,
     pub ledger: LedgerSettings,
+    pub import_flows: ImportFlowSettings,
     pub jobs: JobSettings,
     pub rules: RuleSettings,
 }
@@ -65,6 +66,13 @@ pub struct LedgerSettings {
     /// Month (1–12) the fiscal year starts in; a fiscal year is named by the
     /// calendar year it ends in (US federal: 10, so FY2027 starts 2026-10-01).
     pub fiscal_year_start_month: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportFlowSettings {
+    /// Largest body `POST /api/v1/import-flows` accepts, in bytes (413 past it).
+    pub max_body_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -123,6 +131,10 @@ impl Settings {
         anyhow::ensure!(
             (1..=12).contains(&self.ledger.fiscal_year_start_month),
             "ledger.fiscal_year_start_month must be a month number, 1 to 12"
+        );
+        anyhow::ensure!(
+            self.import_flows.max_body_bytes >= 1024,
+            "import_flows.max_body_bytes must be at least 1024"
         );
         anyhow::ensure!(
             self.jobs.poll_secs >= 1,

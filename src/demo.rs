@@ -283,10 +283,209 @@ fn seed_all(conn: &mut DbConn) -> ApiResult<String> {
     }
     seed_policies(conn)?;
     let orders = seed_orders(conn, &settings)?;
+    let flows = seed_flows(conn, Utc::now().date_naive())?;
     Ok(format!(
-        "{} depots, {postings} movements, {entries} ledger entries over the past year; {orders}",
+        "{} depots, {postings} movements, {entries} ledger entries over the past year; {orders}; \
+         {flows} monthly import flows over five years",
         DEPOTS.len()
     ))
+}
+
+/// Yearly imports per element in kg (a reserve the size of the demo's), and
+/// each origin's share in percent, with the form and HTS code it arrives as.
+/// China dominates the heavy rare earths; the light ones also come from
+/// Lynas (Malaysia, Australia), Mountain Pass (USA), Japan, Vietnam and
+/// Estonia (NPM Silmet).
+#[allow(clippy::type_complexity)]
+const IMPORTS: [(&str, i64, &[(&str, i64, Form, &str)]); 17] = [
+    (
+        "Sc",
+        1_200,
+        &[
+            ("CN", 60, Form::Oxide, "2846.90.8000"),
+            ("PH", 25, Form::Oxide, "2846.90.8000"),
+            ("JP", 15, Form::Metal, "2805.30.0000"),
+        ],
+    ),
+    (
+        "Y",
+        600_000,
+        &[
+            ("CN", 90, Form::Oxide, "2846.90.4000"),
+            ("EE", 5, Form::Oxide, "2846.90.4000"),
+            ("JP", 5, Form::Oxide, "2846.90.4000"),
+        ],
+    ),
+    (
+        "La",
+        2_400_000,
+        &[
+            ("CN", 55, Form::Oxide, "2846.90.2015"),
+            ("MY", 25, Form::Oxide, "2846.90.2015"),
+            ("EE", 10, Form::Carbonate, "2846.90.2005"),
+            ("JP", 10, Form::Oxide, "2846.90.2015"),
+        ],
+    ),
+    (
+        "Ce",
+        2_000_000,
+        &[
+            ("CN", 50, Form::Oxide, "2846.10.0050"),
+            ("MY", 30, Form::Oxide, "2846.10.0050"),
+            ("EE", 10, Form::Carbonate, "2846.10.0010"),
+            ("US", 10, Form::Oxide, "2846.10.0050"),
+        ],
+    ),
+    (
+        "Pr",
+        300_000,
+        &[
+            ("CN", 55, Form::Oxide, "2846.90.8000"),
+            ("MY", 20, Form::Oxide, "2846.90.8000"),
+            ("AU", 10, Form::Oxide, "2846.90.8000"),
+            ("VN", 10, Form::Metal, "2805.30.0000"),
+            ("US", 5, Form::Oxide, "2846.90.8000"),
+        ],
+    ),
+    (
+        "Nd",
+        900_000,
+        &[
+            ("CN", 55, Form::Oxide, "2846.90.8000"),
+            ("MY", 20, Form::Oxide, "2846.90.8000"),
+            ("JP", 10, Form::Alloy, "8505.11.0070"),
+            ("VN", 10, Form::Metal, "2805.30.0000"),
+            ("US", 5, Form::Oxide, "2846.90.8000"),
+        ],
+    ),
+    ("Pm", 1, &[("RU", 100, Form::Other, "2846.90.8000")]),
+    (
+        "Sm",
+        150_000,
+        &[
+            ("CN", 70, Form::Oxide, "2846.90.8000"),
+            ("JP", 15, Form::Alloy, "8505.11.0070"),
+            ("EE", 15, Form::Oxide, "2846.90.8000"),
+        ],
+    ),
+    (
+        "Eu",
+        20_000,
+        &[
+            ("CN", 90, Form::Oxide, "2846.90.8000"),
+            ("JP", 10, Form::Oxide, "2846.90.8000"),
+        ],
+    ),
+    (
+        "Gd",
+        100_000,
+        &[
+            ("CN", 85, Form::Oxide, "2846.90.8000"),
+            ("JP", 15, Form::Oxide, "2846.90.8000"),
+        ],
+    ),
+    (
+        "Tb",
+        15_000,
+        &[
+            ("CN", 92, Form::Oxide, "2846.90.8000"),
+            ("MM", 8, Form::Oxide, "2846.90.8000"),
+        ],
+    ),
+    (
+        "Dy",
+        40_000,
+        &[
+            ("CN", 85, Form::Oxide, "2846.90.8000"),
+            ("MM", 10, Form::Oxide, "2846.90.8000"),
+            ("VN", 5, Form::Metal, "2805.30.0000"),
+        ],
+    ),
+    (
+        "Ho",
+        5_000,
+        &[
+            ("CN", 95, Form::Oxide, "2846.90.8000"),
+            ("MM", 5, Form::Oxide, "2846.90.8000"),
+        ],
+    ),
+    (
+        "Er",
+        10_000,
+        &[
+            ("CN", 95, Form::Oxide, "2846.90.8000"),
+            ("MM", 5, Form::Oxide, "2846.90.8000"),
+        ],
+    ),
+    ("Tm", 1_000, &[("CN", 100, Form::Oxide, "2846.90.8000")]),
+    (
+        "Yb",
+        3_000,
+        &[
+            ("CN", 95, Form::Oxide, "2846.90.8000"),
+            ("JP", 5, Form::Oxide, "2846.90.8000"),
+        ],
+    ),
+    ("Lu", 1_000, &[("CN", 100, Form::Oxide, "2846.90.8000")]),
+];
+
+/// Months of import statistics the demo holds.
+const FLOW_MONTHS: i32 = 60;
+
+/// Five years of monthly import flows per element and origin, ending with
+/// the last full month before `today`, through the same ingest an upload
+/// takes. Deterministic: a fixed seed varies each month by ±15% around a
+/// mild upward trend. Dysprosium from China falls by 60% in the last two
+/// months, so a release rule with a 25% threshold has a breach to show.
+/// Returns how many flows it recorded.
+fn seed_flows(conn: &mut DbConn, today: chrono::NaiveDate) -> ApiResult<u64> {
+    use crate::flows::model::{parse_hs_code, FlowRow};
+    use chrono::{Datelike, Months, NaiveDate};
+    let mut rng = StdRng::seed_from_u64(8505);
+    let this_month = NaiveDate::from_ymd_opt(today.year(), today.month(), 1).expect("a month");
+    let first = this_month - Months::new(FLOW_MONTHS as u32);
+    let mut rows = Vec::new();
+    for (symbol, kg_per_year, origins) in IMPORTS {
+        let element = ElementSymbol::parse(symbol).expect("valid demo element");
+        for (origin, share, form, hs) in origins {
+            for m in 0..FLOW_MONTHS {
+                let start = first + Months::new(m as u32);
+                let end = start + Months::new(1) - Duration::days(1);
+                // Grams this month: the origin's share of a twelfth of the
+                // year, growing 2% a year, ±15%.
+                let trend = 1000 + 20 * m as i64 / 12;
+                let mut grams = kg_per_year * 1000 * share / 100 / 12 * trend / 1000
+                    * rng.gen_range(85..=115)
+                    / 100;
+                if symbol == "Dy" && *origin == "CN" && m >= FLOW_MONTHS - 2 {
+                    grams = grams * 40 / 100;
+                }
+                let hs_code = parse_hs_code(hs).map_err(ApiError::BadRequest)?;
+                rows.push(FlowRow {
+                    element,
+                    form: *form,
+                    origin_country: origin.to_string(),
+                    external_id: format!(
+                        "{}-{origin}-{}-{}",
+                        symbol.to_ascii_uppercase(),
+                        hs_code.replace('.', ""),
+                        start.format("%Y-%m")
+                    ),
+                    hs_code,
+                    period_start: start,
+                    period_end: end,
+                    quantity: Grams(grams.max(1)),
+                    source: "USITC-DataWeb".into(),
+                });
+            }
+        }
+    }
+    let outcome = crate::flows::repo::ingest(
+        conn,
+        rows.into_iter().enumerate().map(|(i, r)| Ok((i as u64, r))),
+        "demo-seed",
+    )?;
+    Ok(outcome.inserted)
 }
 
 /// Element policies: a reserve floor at roughly half of what the demo holds
@@ -542,6 +741,41 @@ mod secret_tests {
         for (symbol, _) in crate::elements::model::ELEMENTS {
             assert!(held.iter().any(|h| h == symbol), "no stock of {symbol}");
         }
+        // Import flows of every element, ending last month; Dy from China
+        // down about 60% over the last two months.
+        let today = Utc::now().date_naive();
+        let now = crate::flows::cover::load(&mut conn, None).unwrap();
+        let horizon: chrono::NaiveDate = now.items[0]
+            .data_horizon
+            .as_deref()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // Import windows end on the as_of date: judged at the data horizon,
+        // not today, whose last weeks no statistic covers yet.
+        let at = horizon.and_hms_opt(23, 59, 59).unwrap().and_utc();
+        let cover = crate::flows::cover::load(&mut conn, Some(at)).unwrap();
+        for item in &cover.items {
+            let horizon: chrono::NaiveDate = item.data_horizon.as_deref().unwrap().parse().unwrap();
+            assert!(horizon < today && today - horizon <= Duration::days(31));
+            assert!(item.top_origin.is_some(), "{} has no imports", item.element);
+        }
+        let dy = cover
+            .items
+            .iter()
+            .find(|i| i.element.as_str() == "Dy")
+            .unwrap();
+        let change: f64 = dy.change_30d_percent.as_deref().unwrap().parse().unwrap();
+        assert!(change < -25.0, "Dy imports fell by only {change}%");
+        let nd = cover
+            .items
+            .iter()
+            .find(|i| i.element.as_str() == "Nd")
+            .unwrap();
+        let change: f64 = nd.change_30d_percent.as_deref().unwrap().parse().unwrap();
+        assert!(change > -25.0, "Nd imports fell by {change}%");
+        // Seeding again writes nothing.
+        assert!(seed(&mut conn).unwrap().is_none());
     }
 
     #[test]

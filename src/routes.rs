@@ -5,7 +5,8 @@ use actix_web::{web, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
 use crate::{
-    depots, docs, elements, health, ledger, orders, periods, policy, rules, stockpiles, summary,
+    depots, docs, elements, flows, health, ledger, orders, periods, policy, rules, stockpiles,
+    summary,
 };
 
 fn method_not_allowed(allow: &str) -> HttpResponse {
@@ -81,6 +82,10 @@ route_table! {
     get "/api/v1/ledger/verify" => ledger::routes::verify,
 
     get "/api/v1/summary" => summary::routes::get,
+
+    post "/api/v1/import-flows" => flows::routes::create,
+    get "/api/v1/import-flows" => flows::routes::list,
+    get "/api/v1/cover" => flows::routes::get_cover,
 
     post "/api/v1/period-locks" => periods::routes::create,
     get "/api/v1/period-locks" => periods::routes::list,

@@ -28,6 +28,24 @@ impl FromRequest for IdempotencyKey {
     }
 }
 
+/// An `Idempotency-Key` that may be left out, for writes that are idempotent
+/// by their own content (import flows); when sent it must be well formed.
+#[derive(Debug, Clone)]
+pub struct OptionalIdempotencyKey(pub Option<String>);
+
+impl FromRequest for OptionalIdempotencyKey {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(if req.headers().contains_key("idempotency-key") {
+            parse_idempotency_key(req).map(|k| OptionalIdempotencyKey(Some(k.0)))
+        } else {
+            Ok(OptionalIdempotencyKey(None))
+        })
+    }
+}
+
 fn parse_idempotency_key(req: &HttpRequest) -> Result<IdempotencyKey, ApiError> {
     let err = |m: &str| ApiError::Validation(vec![FieldError::new("Idempotency-Key", m)]);
     let mut values = req.headers().get_all("idempotency-key");

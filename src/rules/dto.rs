@@ -144,12 +144,6 @@ fn kg(e: &mut Vec<FieldError>, field: &str, s: &str, positive: bool) -> i64 {
     }
 }
 
-/// ISO 3166-1 alpha-2 shape. (Interim: the import-flows work brings the
-/// list of assigned codes.)
-pub fn is_country(c: &str) -> bool {
-    c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase())
-}
-
 /// Origin countries, sorted and without repeats.
 pub fn check_origins(
     e: &mut Vec<FieldError>,
@@ -169,7 +163,7 @@ pub fn check_origins(
     }
     let mut codes = Vec::new();
     for (i, c) in list.iter().enumerate() {
-        if is_country(c) {
+        if crate::flows::countries::is_assigned(c) {
             codes.push(c.clone());
         } else {
             e.push(FieldError::new(

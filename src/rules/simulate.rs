@@ -88,7 +88,7 @@ impl SimulationRequest {
                 .ok();
             let origin = s.origin_country.clone();
             if let Some(o) = &origin {
-                if !super::dto::is_country(o) {
+                if !crate::flows::countries::is_assigned(o) {
                     e.push(FieldError::new(
                         f("origin_country"),
                         format!("{o:?} is not an ISO 3166-1 alpha-2 country code"),

@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod depots;
 mod docs;
+mod flows;
 mod hardening;
 mod integrity;
 mod ledger;

@@ -121,6 +121,7 @@ fn near_misses() -> impl proptest::strategy::Strategy<Value = String> {
         "[+]?(19|20|99|18|00)?[0-9]{0,3}-[01]?[0-9]-[0-3]?[0-9]",
         "[ \t\u{a0}\u{2028}\u{feff}]{0,2}[A-Za-z0-9_\\-]{0,34}[ \t\u{85}\u{3000}]{0,2}",
         "0{0,3}[0-9]{0,5}(\\.[0-9]{0,6})?",
+        "(2805|2846|8505|2804|284)\\.?(30|10|90|11|20|3)(\\.?[0-9]{1,4}){0,3}\\.?",
     ]
 }
 
@@ -138,7 +139,7 @@ proptest::proptest! {
         static SPEC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
         let spec = SPEC.get_or_init(spec);
         let schema = |name: &str| pattern(spec, &["components", "schemas", name]);
-        let checks: [(&str, regex_lite::Regex, bool); 13] = [
+        let checks: [(&str, regex_lite::Regex, bool); 14] = [
             ("KgInput", schema("KgInput"), Grams::parse_kg(&s).is_ok()),
             ("PositiveKgInput", schema("PositiveKgInput"), Grams::parse_kg(&s).is_ok_and(|g| g.0 > 0)),
             ("GradeInput", schema("GradeInput"), Grade::parse(&s).is_ok()),
@@ -169,6 +170,11 @@ proptest::proptest! {
                 "BuyerCodeInput",
                 schema("BuyerCodeInput"),
                 reserve::orders::dto::parse_buyer_code(&s).is_ok(),
+            ),
+            (
+                "HsCodeInput",
+                schema("HsCodeInput"),
+                reserve::flows::model::parse_hs_code(&s).is_ok(),
             ),
             (
                 "DateInput",

@@ -18,6 +18,7 @@ on_both_backends!(
     a_data_horizon_a_month_old_is_not_a_drop,
     rules_keep_every_change_behind_if_match,
     a_simulation_fires_rules_on_the_day_and_writes_nothing,
+    ingesting_period_by_period_fires_once_and_a_resend_fires_nothing,
 );
 
 /// Flows written straight to the table: (element, origin, start, end, kg).
@@ -449,7 +450,7 @@ async fn rules_keep_every_change_behind_if_match(backend: Backend) {
     let bad = rule(
         "Nd",
         json!({"drop_threshold_percent": "0", "coverage_fraction": "1.5", "window_days": 0,
-               "order_kind": "emergency_drawdown", "origin_countries": ["cn"], "grade": "99.5"}),
+               "order_kind": "emergency_drawdown", "origin_countries": ["XX"], "grade": "99.5"}),
     );
     let r = app
         .post_new("/api/v1/release-rules", &app.admin, &bad)
@@ -627,4 +628,89 @@ async fn a_simulation_fires_rules_on_the_day_and_writes_nothing(backend: Backend
             "shocks[0].start"
         ]
     );
+}
+
+/// Flows as an upload's JSON rows.
+fn upload_rows(rows: &[(&str, &str, NaiveDate, NaiveDate, i64)]) -> Value {
+    Value::Array(
+        rows.iter()
+            .map(|(element, origin, start, end, kg)| {
+                json!({"element": element, "form": "oxide", "origin_country": origin,
+                       "hs_code": "2846.90", "period_start": start.to_string(),
+                       "period_end": end.to_string(), "quantity_kg": kg.to_string(),
+                       "source": "USITC", "external_id": format!("{element}-{origin}-{start}")})
+            })
+            .collect(),
+    )
+}
+
+async fn ingesting_period_by_period_fires_once_and_a_resend_fires_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    stock_up(&app, "NV1", "Dy", "100000", "36500").await;
+    let r25 = create_rule(&app, rule("Dy", json!({}))).await;
+    let r50 = create_rule(&app, rule("Dy", json!({"drop_threshold_percent": "50"}))).await;
+    let periods = thirteen_periods("Dy", "CN", yesterday(), 30_000, 18_000);
+    // Thirteen monthly uploads, as the statistics arrive: each evaluates both
+    // rules in the upload's transaction. Only the last, 40% down, fires, and
+    // only the 25% rule.
+    let mut fired = Vec::new();
+    for (i, period) in periods.iter().enumerate() {
+        let r = app
+            .post_new(
+                "/api/v1/import-flows",
+                &app.operator,
+                &upload_rows(&[*period]),
+            )
+            .await
+            .expect(201);
+        let evals = r.body["rule_evaluations"].as_array().unwrap();
+        assert_eq!(evals.len(), 2, "upload {i}: {}", r.body);
+        for e in evals {
+            if e["decision"] == "fired" {
+                fired.push((i, e["rule_id"].as_i64().unwrap(), e["order_id"].clone()));
+            }
+        }
+    }
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!((fired[0].0, fired[0].1), (12, r25));
+    // The same file again: nothing inserted, nothing evaluated, nothing fired.
+    let again = app
+        .post_new(
+            "/api/v1/import-flows",
+            &app.operator,
+            &upload_rows(&periods),
+        )
+        .await
+        .expect(200);
+    assert_eq!(again.body["inserted"], 0);
+    assert!(again.body["rule_evaluations"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    for (id, expected) in [(r25, 1), (r50, 0)] {
+        let orders = app
+            .get(&format!("/api/v1/release-orders?rule_id={id}"), &app.viewer)
+            .await
+            .expect(200)
+            .body;
+        assert_eq!(
+            orders["items"].as_array().unwrap().len(),
+            expected,
+            "rule {id}"
+        );
+    }
+    let evals = app
+        .get(
+            &format!("/api/v1/release-rules/{r25}/evaluations"),
+            &app.viewer,
+        )
+        .await
+        .expect(200)
+        .body;
+    let items = evals["items"].as_array().unwrap();
+    assert_eq!(items.len(), 13);
+    assert!(items
+        .iter()
+        .all(|e| e["trigger"] == "ingest" && e["triggered_by"] == "otto-operator"));
+    assert_eq!(items[0]["order_id"], fired[0].2);
 }
