@@ -95,9 +95,9 @@ pub fn parse_hs_code(s: &str) -> Result<String, String> {
             &digits[..6]
         ));
     }
+    // 4.2, then the national digits (2 or 4) after one more dot.
     Ok(match digits.len() {
-        6 => format!("{}.{}", &digits[..4], &digits[4..6]),
-        8 => format!("{}.{}.{}", &digits[..4], &digits[4..6], &digits[6..]),
+        6 => format!("{}.{}", &digits[..4], &digits[4..]),
         _ => format!("{}.{}.{}", &digits[..4], &digits[4..6], &digits[6..]),
     })
 }

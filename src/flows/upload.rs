@@ -85,17 +85,6 @@ impl Spool {
         Ok((Spool { file }, writer))
     }
 
-    /// A spool built in memory order by the caller (demo, tests): rows with
-    /// their indexes.
-    pub fn from_rows(rows: impl IntoIterator<Item = (u64, FlowRow)>) -> io::Result<Spool> {
-        let (spool, mut w) = Spool::create()?;
-        for (index, row) in rows {
-            write_row(&mut w, index, &row)?;
-        }
-        w.flush()?;
-        Ok(spool)
-    }
-
     /// The spooled rows with their indexes, in upload order.
     pub fn rows(mut self) -> ApiResult<impl Iterator<Item = ApiResult<(u64, FlowRow)>>> {
         self.file
