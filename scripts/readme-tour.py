@@ -47,6 +47,20 @@ END = "<!-- tour:end -->"
 
 # Files the tour shows with `cat` and posts with `-d @file`.
 FIXTURES = {
+    "mm-holmium.csv": """element,form,origin_country,hs_code,period_start,period_end,quantity_kg,source,external_id
+Ho,carbonate,MM,2846.90.8000,2025-10-01,2025-10-31,2500,MM-customs,HO-MM-2025-10
+Ho,carbonate,MM,2846.90.8000,2025-11-01,2025-11-30,2500,MM-customs,HO-MM-2025-11
+Ho,carbonate,MM,2846.90.8000,2025-12-01,2025-12-31,2500,MM-customs,HO-MM-2025-12
+Ho,carbonate,MM,2846.90.8000,2026-01-01,2026-01-31,2500,MM-customs,HO-MM-2026-01
+Ho,carbonate,MM,2846.90.8000,2026-02-01,2026-02-28,2500,MM-customs,HO-MM-2026-02
+Ho,carbonate,MM,2846.90.8000,2026-03-01,2026-03-31,2500,MM-customs,HO-MM-2026-03
+Ho,carbonate,MM,2846.90.8000,2026-04-01,2026-04-30,2500,MM-customs,HO-MM-2026-04
+Ho,carbonate,MM,2846.90.8000,2026-05-01,2026-05-31,2500,MM-customs,HO-MM-2026-05
+Ho,carbonate,MM,2846.90.8000,2026-06-01,2026-06-30,2500,MM-customs,HO-MM-2026-06
+Ho,carbonate,MM,2846.90.8000,2026-07-01,2026-07-31,2500,MM-customs,HO-MM-2026-07
+Ho,carbonate,MM,2846.90.8000,2026-08-01,2026-08-31,2500,MM-customs,HO-MM-2026-08
+Ho,carbonate,MM,2846.90.8000,2026-09-01,2026-09-30,2500,MM-customs,HO-MM-2026-09
+""",
     "acq.json": """{"depot": "TX2", "element": "Nd", "form": "oxide", "grade": "99.5",
  "quantity_kg": "1250.500", "reference": "BOL-2026-0142",
  "counterparty": "Lynas Rare Earths", "origin_country": "AU",
@@ -176,6 +190,9 @@ class Tour:
             if not k.startswith("RESERVE_") and k not in ("RUST_LOG",)
         }
         self.env["RESERVE_BIND"] = f"127.0.0.1:{self.port}"
+        # The demo's import statistics end with the month before this day, so
+        # the release-rule figures of the tour do not move with the calendar.
+        self.env["RESERVE_DEMO_TODAY"] = "2026-10-15"
         self.env["NO_COLOR"] = "1"
         self.server = subprocess.Popen(
             ["target/release/reserve", "serve", "--demo"],

@@ -283,12 +283,70 @@ fn seed_all(conn: &mut DbConn) -> ApiResult<String> {
     }
     seed_policies(conn)?;
     let orders = seed_orders(conn, &settings)?;
-    let flows = seed_flows(conn, Utc::now().date_naive())?;
+    let rules = seed_rules(conn)?;
+    let (flows, fired) = seed_flows(conn, flows_today())?;
     Ok(format!(
         "{} depots, {postings} movements, {entries} ledger entries over the past year; {orders}; \
-         {flows} monthly import flows over five years",
+         {flows} monthly import flows over five years; {rules} release rules, {fired} of which fired",
         DEPOTS.len()
     ))
+}
+
+/// The day the demo's import statistics are seeded up to (they end with the
+/// month before it): today, or `RESERVE_DEMO_TODAY` (`YYYY-MM-DD`), which the
+/// README tour sets so that its rule figures are the same whenever it runs.
+fn flows_today() -> chrono::NaiveDate {
+    std::env::var("RESERVE_DEMO_TODAY")
+        .ok()
+        .and_then(|d| crate::orders::dto::parse_date(&d))
+        .filter(|d| *d <= Utc::now().date_naive())
+        .unwrap_or_else(|| Utc::now().date_naive())
+}
+
+/// Three release rules, created by the demo admin before the flows arrive,
+/// so the ingest evaluates them as an upload would: dysprosium from China
+/// (whose last two months fell 60%) fires a limited drawdown; terbium and
+/// neodymium see no breach.
+fn seed_rules(conn: &mut DbConn) -> ApiResult<usize> {
+    use crate::rules::dto::RuleRequest;
+    let rule = |element: &str,
+                origins: Option<&[&str]>,
+                window: i32,
+                threshold: &str,
+                consecutive: i32,
+                cap: &str| RuleRequest {
+        element: element.into(),
+        origin_countries: origins.map(|o| o.iter().map(|c| c.to_string()).collect()),
+        window_days: Some(window),
+        baseline_days: Some(365),
+        drop_threshold_percent: threshold.into(),
+        consecutive_breaches: Some(consecutive),
+        cooldown_days: Some(30),
+        coverage_fraction: "0.5".into(),
+        cap_kg: cap.into(),
+        floor_kg: None,
+        floor_days_of_cover: Some("60".into()),
+        order_kind: "limited_drawdown".into(),
+        enabled: true,
+        form: None,
+        grade: None,
+        authority: Some("Defense Production Act, Title III (demo)".into()),
+        method: Some("sale".into()),
+        counterparty: None,
+        emergency_finding: None,
+        premium_percent: None,
+        return_after_days: None,
+        late_premium_percent_per_day: None,
+    };
+    let rules = [
+        rule("Dy", Some(&["CN"]), 60, "25", 1, "2000"),
+        rule("Tb", None, 30, "25", 1, "1000"),
+        rule("Nd", Some(&["CN"]), 90, "20", 2, "20000"),
+    ];
+    for r in &rules {
+        crate::rules::repo::create(conn, "demo-admin", &r.validate()?)?;
+    }
+    Ok(rules.len())
 }
 
 /// Yearly imports per element in kg (a reserve the size of the demo's), and
@@ -437,8 +495,9 @@ const FLOW_MONTHS: i32 = 60;
 /// takes. Deterministic: a fixed seed varies each month by ±15% around a
 /// mild upward trend. Dysprosium from China falls by 60% in the last two
 /// months, so a release rule with a 25% threshold has a breach to show.
-/// Returns how many flows it recorded.
-fn seed_flows(conn: &mut DbConn, today: chrono::NaiveDate) -> ApiResult<u64> {
+/// The ingest evaluates the release rules of every element, as an upload's
+/// does. Returns how many flows it recorded and how many rules fired.
+fn seed_flows(conn: &mut DbConn, today: chrono::NaiveDate) -> ApiResult<(u64, usize)> {
     use crate::flows::model::{parse_hs_code, FlowRow};
     use chrono::{Datelike, Months, NaiveDate};
     let mut rng = StdRng::seed_from_u64(8505);
@@ -485,7 +544,10 @@ fn seed_flows(conn: &mut DbConn, today: chrono::NaiveDate) -> ApiResult<u64> {
         rows.into_iter().enumerate().map(|(i, r)| Ok((i as u64, r))),
         "demo-seed",
     )?;
-    Ok(outcome.inserted)
+    let touched: Vec<String> = outcome.touched.iter().map(|e| e.to_string()).collect();
+    let evaluations = crate::rules::repo::evaluate_elements(conn, &touched, "demo-seed")?;
+    let fired = evaluations.iter().filter(|e| e.decision == "fired").count();
+    Ok((outcome.inserted, fired))
 }
 
 /// Element policies: a reserve floor at roughly half of what the demo holds
@@ -767,6 +829,17 @@ mod secret_tests {
             .unwrap();
         let change: f64 = dy.change_30d_percent.as_deref().unwrap().parse().unwrap();
         assert!(change < -25.0, "Dy imports fell by only {change}%");
+        // The ingest evaluated the demo's rules: the dysprosium one fired.
+        use crate::db::schema::release_orders as ro;
+        let by_rules: Vec<(Option<i64>, String, String)> = ro::table
+            .filter(ro::rule_id.is_not_null())
+            .select((ro::rule_id, ro::proposed_by, ro::element))
+            .load(&mut conn)
+            .unwrap();
+        assert_eq!(
+            by_rules,
+            vec![(Some(1), "rule:1".to_string(), "Dy".to_string())]
+        );
         let nd = cover
             .items
             .iter()

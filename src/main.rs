@@ -177,9 +177,11 @@ fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
         let admin = keys.mint("demo-admin", &[Role::Admin, Role::Auditor], None, ttl)?;
         let operator = keys.mint("demo-operator", &[Role::Operator], None, ttl)?;
         let viewer = keys.mint("demo-viewer", &[Role::Viewer], None, ttl)?;
+        let approver = keys.mint("demo-approver", &[Role::Approver], None, ttl)?;
         println!("ADMIN_TOKEN={admin}");
         println!("OPERATOR_TOKEN={operator}");
         println!("VIEWER_TOKEN={viewer}");
+        println!("APPROVER_TOKEN={approver}");
     }
     let listener =
         TcpListener::bind(&bind).map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
