@@ -72,6 +72,19 @@ fn parse_idempotency_key(req: &HttpRequest) -> Result<IdempotencyKey, ApiError> 
     Ok(IdempotencyKey(key.to_string()))
 }
 
+/// Parses an optional query filter; a bad value is recorded in `errors`
+/// under `field`, so a handler can name every bad filter at once.
+pub fn filter<T>(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: Option<&str>,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Option<T> {
+    parse(value?)
+        .map_err(|m| errors.push(FieldError::new(field, m)))
+        .ok()
+}
+
 /// Checks a free-text field: bounded length, no control characters.
 pub fn check_text(
     errors: &mut Vec<FieldError>,

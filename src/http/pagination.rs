@@ -72,6 +72,26 @@ impl PageRequest {
         }
     }
 
+    /// Parses the page after a handler's own filters, answering every bad
+    /// filter and page parameter in one 422.
+    pub fn parse_after(
+        mut errors: Vec<FieldError>,
+        limit: Option<i64>,
+        cursor: Option<&str>,
+        order: Option<&str>,
+        max_limit: i64,
+    ) -> Result<PageRequest, ApiError> {
+        match PageRequest::parse(limit, cursor, order, max_limit) {
+            Ok(page) if errors.is_empty() => Ok(page),
+            Ok(_) => Err(ApiError::Validation(errors)),
+            Err(ApiError::Validation(more)) => {
+                errors.extend(more);
+                Err(ApiError::Validation(errors))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Trims the one extra row fetched to learn whether another page exists.
     ///
     /// Every list ends, in both orders: `next_cursor` is set only when that

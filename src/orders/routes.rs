@@ -9,10 +9,10 @@ use super::model::{OrderKind, Status};
 use super::repo::{self, OrderFilter};
 use crate::auth::{Admin, Approver, AuthUser, Authorized, Bidder, Operator};
 use crate::elements::model::ElementSymbol;
-use crate::error::{ApiError, ApiResult, FieldError};
+use crate::error::{ApiError, ApiResult};
 use crate::http::json::ApiJson;
 use crate::http::pagination::{Page, PageRequest};
-use crate::http::{csv, IdempotencyKey};
+use crate::http::{csv, filter, IdempotencyKey};
 use crate::idempotency;
 use crate::ledger::dto::EntryView;
 use crate::AppState;
@@ -93,34 +93,22 @@ pub async fn list(
     let q = query.into_inner();
     let csv_wanted = csv::wants_csv(&req, q.format.as_deref())?;
     let mut errors = Vec::new();
-    let status = q.status.as_deref().and_then(|s| {
-        Status::parse(s)
-            .map(|s| s.as_str().to_string())
-            .map_err(|m| errors.push(FieldError::new("status", m)))
-            .ok()
+    let status = filter(&mut errors, "status", q.status.as_deref(), |s| {
+        Status::parse(s).map(|s| s.as_str().to_string())
     });
-    let kind = q.kind.as_deref().and_then(|k| {
-        OrderKind::parse(k)
-            .map(|k| k.as_str().to_string())
-            .map_err(|m| errors.push(FieldError::new("kind", m)))
-            .ok()
+    let kind = filter(&mut errors, "kind", q.kind.as_deref(), |k| {
+        OrderKind::parse(k).map(|k| k.as_str().to_string())
     });
-    let element = q.element.as_deref().and_then(|e| {
-        ElementSymbol::parse(e)
-            .map(|e| e.to_string())
-            .map_err(|m| errors.push(FieldError::new("element", m)))
-            .ok()
+    let element = filter(&mut errors, "element", q.element.as_deref(), |e| {
+        ElementSymbol::parse(e).map(|e| e.to_string())
     });
-    let page = PageRequest::parse(
+    let page = PageRequest::parse_after(
+        errors,
         q.limit,
         q.cursor.as_deref(),
         q.order.as_deref(),
         MAX_ORDER_PAGE,
-    );
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    let page = page?;
+    )?;
     let filter = OrderFilter {
         status,
         kind,

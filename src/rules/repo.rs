@@ -177,28 +177,58 @@ fn record_history(
     Ok(())
 }
 
+/// A rule's settings as columns, written alike by create and replace.
+#[derive(Insertable, AsChangeset)]
+#[diesel(table_name = rr, treat_none_as_null = true)]
+struct SettingsColumns<'a> {
+    element: &'a str,
+    origin_countries: Option<String>,
+    window_days: i32,
+    baseline_days: i32,
+    drop_threshold_percent: String,
+    consecutive_breaches: i32,
+    cooldown_days: i32,
+    coverage_fraction: String,
+    cap_g: i64,
+    floor_g: Option<i64>,
+    floor_days_of_cover: Option<String>,
+    order_kind: &'a str,
+    form: Option<&'a str>,
+    grade: Option<&'a str>,
+    order_template: String,
+    enabled: bool,
+}
+
+impl<'a> SettingsColumns<'a> {
+    fn of(r: &'a NewRule) -> ApiResult<SettingsColumns<'a>> {
+        let s = &r.settings;
+        Ok(SettingsColumns {
+            element: r.element.as_str(),
+            origin_countries: r.origin_countries.as_ref().map(|o| o.join(",")),
+            window_days: s.window_days,
+            baseline_days: s.baseline_days,
+            drop_threshold_percent: s.drop_threshold_percent.to_string(),
+            consecutive_breaches: s.consecutive_breaches,
+            cooldown_days: s.cooldown_days,
+            coverage_fraction: s.coverage_fraction.to_string(),
+            cap_g: s.cap_g,
+            floor_g: s.floor_g,
+            floor_days_of_cover: s.floor_days_of_cover.map(|d| d.to_string()),
+            order_kind: r.order_kind.as_str(),
+            form: r.form.map(|f| f.as_str()),
+            grade: r.grade.as_ref().map(|g| g.as_str()),
+            order_template: serde_json::to_string(&r.template).map_err(ApiError::internal)?,
+            enabled: s.enabled,
+        })
+    }
+}
+
 /// Stores a new rule, armed and with no breaches counted.
 pub fn create(conn: &mut DbConn, actor: &str, r: &NewRule) -> ApiResult<RuleView> {
     let now = types::to_db(types::now());
-    let s = &r.settings;
     let id: i64 = diesel::insert_into(rr::table)
         .values((
-            rr::element.eq(r.element.as_str()),
-            rr::origin_countries.eq(r.origin_countries.as_ref().map(|o| o.join(","))),
-            rr::window_days.eq(s.window_days),
-            rr::baseline_days.eq(s.baseline_days),
-            rr::drop_threshold_percent.eq(s.drop_threshold_percent.to_string()),
-            rr::consecutive_breaches.eq(s.consecutive_breaches),
-            rr::cooldown_days.eq(s.cooldown_days),
-            rr::coverage_fraction.eq(s.coverage_fraction.to_string()),
-            rr::cap_g.eq(s.cap_g),
-            rr::floor_g.eq(s.floor_g),
-            rr::floor_days_of_cover.eq(s.floor_days_of_cover.map(|d| d.to_string())),
-            rr::order_kind.eq(r.order_kind.as_str()),
-            rr::form.eq(r.form.map(|f| f.as_str())),
-            rr::grade.eq(r.grade.as_ref().map(|g| g.as_str())),
-            rr::order_template.eq(serde_json::to_string(&r.template).map_err(ApiError::internal)?),
-            rr::enabled.eq(s.enabled),
+            SettingsColumns::of(r)?,
             rr::consecutive.eq(0),
             rr::armed.eq(true),
             rr::evaluation_count.eq(0i64),
@@ -252,25 +282,9 @@ pub fn replace(
 ) -> ApiResult<RuleView> {
     let before = lock_for_change(conn, id, expected)?;
     let now = types::to_db(types::now());
-    let s = &r.settings;
     diesel::update(rr::table.filter(rr::id.eq(id)))
         .set((
-            rr::element.eq(r.element.as_str()),
-            rr::origin_countries.eq(r.origin_countries.as_ref().map(|o| o.join(","))),
-            rr::window_days.eq(s.window_days),
-            rr::baseline_days.eq(s.baseline_days),
-            rr::drop_threshold_percent.eq(s.drop_threshold_percent.to_string()),
-            rr::consecutive_breaches.eq(s.consecutive_breaches),
-            rr::cooldown_days.eq(s.cooldown_days),
-            rr::coverage_fraction.eq(s.coverage_fraction.to_string()),
-            rr::cap_g.eq(s.cap_g),
-            rr::floor_g.eq(s.floor_g),
-            rr::floor_days_of_cover.eq(s.floor_days_of_cover.map(|d| d.to_string())),
-            rr::order_kind.eq(r.order_kind.as_str()),
-            rr::form.eq(r.form.map(|f| f.as_str())),
-            rr::grade.eq(r.grade.as_ref().map(|g| g.as_str())),
-            rr::order_template.eq(serde_json::to_string(&r.template).map_err(ApiError::internal)?),
-            rr::enabled.eq(s.enabled),
+            SettingsColumns::of(r)?,
             rr::consecutive.eq(0),
             rr::version.eq(rr::version + 1),
             rr::updated_at.eq(now),

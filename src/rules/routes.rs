@@ -10,10 +10,10 @@ use super::repo::{self, Expected, RuleFilter, Trigger};
 use crate::auth::{Admin, AuthUser, Authorized, Role};
 use crate::db::{read_transaction, write_transaction};
 use crate::elements::model::ElementSymbol;
-use crate::error::{ApiError, ApiResult, FieldError};
+use crate::error::{ApiError, ApiResult};
 use crate::http::json::ApiJson;
 use crate::http::pagination::{Page, PageRequest, MAX_LIMIT};
-use crate::http::{csv, IdempotencyKey};
+use crate::http::{csv, filter, IdempotencyKey};
 use crate::idempotency;
 use crate::AppState;
 
@@ -97,17 +97,16 @@ pub async fn list(
     let q = query.into_inner();
     let csv_wanted = csv::wants_csv(&req, q.format.as_deref())?;
     let mut errors = Vec::new();
-    let element = q.element.as_deref().and_then(|e| {
-        ElementSymbol::parse(e)
-            .map(|e| e.to_string())
-            .map_err(|m| errors.push(FieldError::new("element", m)))
-            .ok()
+    let element = filter(&mut errors, "element", q.element.as_deref(), |e| {
+        ElementSymbol::parse(e).map(|e| e.to_string())
     });
-    let page = PageRequest::parse(q.limit, q.cursor.as_deref(), q.order.as_deref(), MAX_LIMIT);
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    let page = page?;
+    let page = PageRequest::parse_after(
+        errors,
+        q.limit,
+        q.cursor.as_deref(),
+        q.order.as_deref(),
+        MAX_LIMIT,
+    )?;
     let filter = RuleFilter {
         element,
         enabled: q.enabled,
