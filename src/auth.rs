@@ -345,6 +345,11 @@ impl RequiredRole for Approver {
     const ROLE: Role = Role::Approver;
 }
 
+pub struct Auditor;
+impl RequiredRole for Auditor {
+    const ROLE: Role = Role::Auditor;
+}
+
 pub struct Bidder;
 impl RequiredRole for Bidder {
     const ROLE: Role = Role::Bidder;

@@ -1,6 +1,7 @@
 //! `reserve`: inventory and ledger service for a strategic reserve of rare-earth
 //! elements. `main.rs` is a thin CLI over this library; tests build the same app.
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod db;

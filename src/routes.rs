@@ -4,7 +4,9 @@
 use actix_web::{web, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
-use crate::{depots, docs, elements, health, ledger, orders, periods, policy, stockpiles, summary};
+use crate::{
+    audit, depots, docs, elements, health, ledger, orders, periods, policy, stockpiles, summary,
+};
 
 fn method_not_allowed(allow: &str) -> HttpResponse {
     let mut response =
@@ -101,4 +103,10 @@ route_table! {
     get "/api/v1/ceilings" => policy::routes::list_ceilings,
     get "/api/v1/ceilings/{element}/{fiscal_year}" => policy::routes::get_ceiling,
     put "/api/v1/ceilings/{element}/{fiscal_year}" => policy::routes::put_ceiling,
+
+    post "/api/v1/counts" => audit::routes::create_count,
+    get "/api/v1/counts" => audit::routes::list_counts,
+    get "/api/v1/counts/{id}" => audit::routes::get_count,
+    post "/api/v1/counts/{id}/accept" => audit::routes::accept_count,
+    post "/api/v1/counts/{id}/reject" => audit::routes::reject_count,
 }

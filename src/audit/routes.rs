@@ -1,0 +1,356 @@
+//! Audit endpoints: physical counts.
+
+use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use super::counts::{self, CountFilter, CountView, NewCount};
+use super::model::{CountStatus, Tolerance};
+use crate::auth::{Approver, AuthUser, Authorized, Role};
+use crate::db::types::{self, Grade, Grams};
+use crate::depots::model::DepotCode;
+use crate::elements::model::{ElementSymbol, Form};
+use crate::error::{ApiError, ApiResult, FieldError};
+use crate::http::json::ApiJson;
+use crate::http::pagination::{Page, PageRequest, MAX_LIMIT};
+use crate::http::{check_text, csv, IdempotencyKey};
+use crate::idempotency;
+use crate::ledger::model::StockpileKey;
+use crate::orders::dto::NoteRequest;
+use crate::AppState;
+
+/// `POST /api/v1/counts`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountRequest {
+    pub depot: String,
+    pub element: String,
+    pub form: String,
+    pub grade: String,
+    pub counted_kg: String,
+    pub counted_at: String,
+    pub method: String,
+    pub note: Option<String>,
+}
+
+impl CountRequest {
+    fn validate(&self, max_future_skew_secs: i64) -> ApiResult<NewCount> {
+        let mut errors = Vec::new();
+        let depot = ok(&mut errors, "depot", DepotCode::parse(&self.depot));
+        let element = ok(&mut errors, "element", ElementSymbol::parse(&self.element));
+        let form = ok(&mut errors, "form", Form::parse(&self.form));
+        let grade = ok(&mut errors, "grade", Grade::parse(&self.grade));
+        let counted = ok(
+            &mut errors,
+            "counted_kg",
+            Grams::parse_kg(&self.counted_kg).and_then(|g| {
+                if g.0 < 0 {
+                    Err("must not be negative".into())
+                } else {
+                    Ok(g)
+                }
+            }),
+        );
+        let horizon = types::now() + chrono::Duration::seconds(max_future_skew_secs);
+        let counted_at = ok(
+            &mut errors,
+            "counted_at",
+            types::parse_rfc3339(&self.counted_at).and_then(|t| {
+                if t > horizon {
+                    Err("lies in the future".into())
+                } else {
+                    Ok(t)
+                }
+            }),
+        );
+        let method = check_text(&mut errors, "method", &Some(self.method.clone()), 100);
+        let note = check_text(&mut errors, "note", &self.note, 2000);
+        if !errors.is_empty() {
+            return Err(ApiError::Validation(errors));
+        }
+        match (depot, element, form, grade, counted, counted_at, method) {
+            (
+                Some(depot),
+                Some(element),
+                Some(form),
+                Some(grade),
+                Some(counted),
+                Some(counted_at),
+                Some(method),
+            ) => Ok(NewCount {
+                key: StockpileKey {
+                    depot,
+                    element,
+                    form,
+                    grade,
+                },
+                counted,
+                counted_at,
+                method,
+                note,
+            }),
+            _ => Err(ApiError::field("body", "invalid count")),
+        }
+    }
+}
+
+/// The value of a parse, or `None` with the field's error recorded.
+fn ok<T>(errors: &mut Vec<FieldError>, name: &str, r: Result<T, String>) -> Option<T> {
+    r.map_err(|e| errors.push(FieldError::new(name, e))).ok()
+}
+
+fn tolerance(state: &AppState) -> ApiResult<Tolerance> {
+    Tolerance::parse(
+        &state.settings.audit.tolerance_percent,
+        &state.settings.audit.tolerance_kg,
+    )
+    .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))
+}
+
+/// Operators record counts at the depots in their scope; auditors anywhere.
+pub async fn create_count(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    key: Result<IdempotencyKey, ApiError>,
+    body: Result<ApiJson<CountRequest>, ApiError>,
+) -> ApiResult<HttpResponse> {
+    if !(user.has(Role::Auditor) || user.has(Role::Operator)) {
+        return Err(ApiError::Forbidden(
+            "recording a count needs the operator or the auditor role".into(),
+        ));
+    }
+    let key = key?;
+    let body = body?.into_inner();
+    let new = body.validate(state.settings.ledger.max_future_skew_secs)?;
+    if !user.has(Role::Auditor) {
+        user.require_depot(new.key.depot.as_str())?;
+    }
+    let tolerance = tolerance(&state)?;
+    let hash = idempotency::fingerprint("POST", "/api/v1/counts", &body);
+    let subject = user.subject.clone();
+    let stored = state
+        .idempotent(
+            user.subject.clone(),
+            key.0,
+            hash,
+            StatusCode::CREATED,
+            move |c| counts::create(c, &tolerance, &subject, &new),
+        )
+        .await?;
+    Ok(stored.into_http())
+}
+
+fn count_id(raw: &str) -> ApiResult<i64> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::NotFound(format!("no count {raw}")))
+}
+
+async fn decide(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    key: IdempotencyKey,
+    path: web::Path<String>,
+    body: web::Bytes,
+    accept: bool,
+) -> ApiResult<HttpResponse> {
+    let id = count_id(&path.into_inner())?;
+    let body: NoteRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        NoteRequest::default()
+    } else {
+        crate::http::json::parse(&body)?
+    };
+    let note = body.validate()?;
+    let action = if accept { "accept" } else { "reject" };
+    let hash = idempotency::fingerprint("POST", &format!("/api/v1/counts/{id}/{action}"), &body);
+    let settings = state.settings.ledger.clone();
+    let k = key.0.clone();
+    let stored = state
+        .idempotent(
+            user.subject.clone(),
+            key.0,
+            hash,
+            StatusCode::OK,
+            move |c| {
+                counts::decide(
+                    c,
+                    &settings,
+                    &user.subject,
+                    &k,
+                    id,
+                    accept,
+                    note.as_deref(),
+                    |depot| user.require_depot(depot),
+                )
+            },
+        )
+        .await?;
+    Ok(stored.into_http())
+}
+
+pub async fn accept_count(
+    state: web::Data<AppState>,
+    Authorized(user, _): Authorized<Approver>,
+    key: IdempotencyKey,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    decide(state, user, key, path, body, true).await
+}
+
+pub async fn reject_count(
+    state: web::Data<AppState>,
+    Authorized(user, _): Authorized<Approver>,
+    key: IdempotencyKey,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    decide(state, user, key, path, body, false).await
+}
+
+pub async fn get_count(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let id = count_id(&path.into_inner())?;
+    let show = user.may_see_actors() || user.has(Role::Approver);
+    let view = state.db(move |c| counts::view(c, id, show)).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountQuery {
+    pub depot: Option<String>,
+    pub element: Option<String>,
+    pub status: Option<String>,
+    pub flagged: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+    pub order: Option<String>,
+    pub format: Option<String>,
+}
+
+pub async fn list_counts(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    user: AuthUser,
+    query: web::Query<CountQuery>,
+) -> ApiResult<HttpResponse> {
+    let q = query.into_inner();
+    let csv_wanted = csv::wants_csv(&req, q.format.as_deref())?;
+    let mut errors = Vec::new();
+    let mut field = |name: &str, r: Result<String, String>| {
+        r.map_err(|e| errors.push(FieldError::new(name, e))).ok()
+    };
+    let depot = q
+        .depot
+        .as_deref()
+        .and_then(|d| field("depot", DepotCode::parse(d).map(|c| c.into_string())));
+    let element = q.element.as_deref().and_then(|e| {
+        field(
+            "element",
+            ElementSymbol::parse(e).map(|s| s.as_str().to_string()),
+        )
+    });
+    let status = q.status.as_deref().and_then(|s| {
+        field(
+            "status",
+            CountStatus::parse(s)
+                .map(|s| s.as_str().to_string())
+                .ok_or_else(|| "must be open, accepted or rejected".to_string()),
+        )
+    });
+    let flagged = q.flagged.as_deref().and_then(|f| {
+        field(
+            "flagged",
+            match f {
+                "true" | "false" => Ok(f.to_string()),
+                _ => Err("must be true or false".into()),
+            },
+        )
+    });
+    let from = q
+        .from
+        .as_deref()
+        .and_then(|s| field("from", crate::http::query_instant(s).map(types::rfc3339)));
+    let to =
+        q.to.as_deref()
+            .and_then(|s| field("to", crate::http::query_instant(s).map(types::rfc3339)));
+    let page = PageRequest::parse(q.limit, q.cursor.as_deref(), q.order.as_deref(), MAX_LIMIT);
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let page = page?;
+    let instant = |s: Option<String>| {
+        s.and_then(|s| types::parse_rfc3339(&s).ok())
+            .map(types::to_db)
+    };
+    let filter = CountFilter {
+        depot,
+        element,
+        status,
+        flagged: flagged.map(|f| f == "true"),
+        from: instant(from),
+        to: instant(to),
+    };
+    let rows = state.db(move |c| counts::list(c, &filter, &page)).await?;
+    let (rows, next_cursor) = page.finish(rows, |(r, _)| r.id);
+    let show = user.may_see_actors() || user.has(Role::Approver);
+    let items: Vec<CountView> = rows
+        .into_iter()
+        .map(|(r, depot)| CountView::from_row(r, depot, show))
+        .collect();
+    if csv_wanted {
+        let headers = [
+            "id",
+            "depot",
+            "element",
+            "form",
+            "grade",
+            "counted_kg",
+            "book_kg",
+            "variance_kg",
+            "variance_percent",
+            "tolerance_kg",
+            "flagged",
+            "status",
+            "counted_at",
+            "method",
+            "counted_by",
+            "decided_by",
+            "adjustment_sequence",
+        ];
+        let rows = items
+            .into_iter()
+            .map(|c| {
+                vec![
+                    c.id.to_string(),
+                    c.depot,
+                    c.element,
+                    c.form,
+                    c.grade,
+                    c.counted_kg,
+                    c.book_kg,
+                    c.variance_kg,
+                    c.variance_percent.unwrap_or_default(),
+                    c.tolerance_kg,
+                    c.flagged.to_string(),
+                    c.status,
+                    c.counted_at,
+                    c.method,
+                    c.counted_by.unwrap_or_default(),
+                    c.decided_by.unwrap_or_default(),
+                    c.adjustment_sequence
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        return csv::respond(&headers, rows, next_cursor);
+    }
+    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+}

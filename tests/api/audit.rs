@@ -1,0 +1,327 @@
+//! Audit (issue 9): physical counts, the audit trail, signed checkpoints and
+//! signed audit reports.
+
+use reserve::auth::Role;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, Backend, TestApp};
+use crate::on_both_backends;
+
+on_both_backends!(
+    a_count_beyond_tolerance_is_flagged_and_accepted_by_another,
+    a_count_compares_with_the_book_as_of_when_it_was_counted,
+    counts_refuse_bad_input_and_the_wrong_roles,
+);
+
+fn token(app: &TestApp, sub: &str, roles: &[Role]) -> String {
+    app.keys
+        .mint(sub, roles, None, chrono::Duration::hours(1))
+        .unwrap()
+}
+
+fn count_body(kg: &str, at: &str) -> Value {
+    json!({"depot": "NV1", "element": "Nd", "form": "oxide", "grade": "99.5",
+           "counted_kg": kg, "counted_at": at, "method": "weighbridge"})
+}
+
+fn now() -> String {
+    reserve::db::types::rfc3339(reserve::db::types::now())
+}
+
+async fn a_count_beyond_tolerance_is_flagged_and_accepted_by_another(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_depot("NV1", "100000", "100000").await;
+    app.acquire("NV1", "Nd", "1000").await.expect(201);
+    // Tolerance: the larger of 0.5 % of 1000 kg (5 kg) and 1 kg.
+    let c = app
+        .post_new("/api/v1/counts", &app.operator, &count_body("990", &now()))
+        .await
+        .expect(201)
+        .body;
+    assert_eq!(c["book_kg"], "1000.000");
+    assert_eq!(c["variance_kg"], "-10.000");
+    assert_eq!(c["variance_percent"], "-1.000");
+    assert_eq!(c["tolerance_kg"], "5.000");
+    assert_eq!(c["flagged"], true);
+    assert_eq!(c["status"], "open");
+    let id = c["id"].as_i64().unwrap();
+    let summary = app
+        .get("/api/v1/summary", &app.viewer)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(summary["open_flagged_counts"]["total"], 1);
+    assert_eq!(summary["open_flagged_counts"]["items"][0]["id"], id);
+
+    // The counter may not approve their own variance, even holding the role.
+    let counter_approver = token(&app, "otto-operator", &[Role::Operator, Role::Approver]);
+    let r = app
+        .post_new(
+            &format!("/api/v1/counts/{id}/accept"),
+            &counter_approver,
+            &json!({}),
+        )
+        .await
+        .expect(403);
+    assert!(
+        r.body["type"].as_str().unwrap().ends_with("same-subject"),
+        "{}",
+        r.text
+    );
+    // An operator is no approver.
+    app.post_new(
+        &format!("/api/v1/counts/{id}/accept"),
+        &app.operator,
+        &json!({}),
+    )
+    .await
+    .expect(403);
+    assert_eq!(app.on_hand("NV1", "Nd").await.as_deref(), Some("1000.000"));
+
+    let approver = token(&app, "apu-approver", &[Role::Approver]);
+    let done = app
+        .post_new(
+            &format!("/api/v1/counts/{id}/accept"),
+            &approver,
+            &json!({"note": "recounted twice"}),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(done["status"], "accepted");
+    assert_eq!(done["decided_by"], "apu-approver");
+    let seq = done["adjustment_sequence"]
+        .as_i64()
+        .expect("an adjustment was posted");
+    // Book equals count.
+    assert_eq!(app.on_hand("NV1", "Nd").await.as_deref(), Some("990.000"));
+    let entries = app
+        .get("/api/v1/ledger?kind=adjustment", &app.auditor)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(entries["items"][0]["sequence"], seq);
+    assert_eq!(entries["items"][0]["quantity_kg"], "-10.000");
+    assert_eq!(entries["items"][0]["reference"], format!("count:{id}"));
+    assert_eq!(app.verify().await["ok"], true);
+    let summary = app
+        .get("/api/v1/summary", &app.viewer)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(summary["open_flagged_counts"]["total"], 0);
+    // Decided once.
+    let again = app
+        .post_new(
+            &format!("/api/v1/counts/{id}/reject"),
+            &approver,
+            &json!({}),
+        )
+        .await
+        .expect(409);
+    assert!(again.body["type"]
+        .as_str()
+        .unwrap()
+        .ends_with("count-decided"));
+
+    // Within tolerance: not flagged; a rejection leaves the book alone.
+    let c = app
+        .post_new("/api/v1/counts", &app.auditor, &count_body("989.5", &now()))
+        .await
+        .expect(201)
+        .body;
+    assert_eq!(c["flagged"], false);
+    let id2 = c["id"].as_i64().unwrap();
+    let r = app
+        .post_new(
+            &format!("/api/v1/counts/{id2}/reject"),
+            &approver,
+            &json!({}),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(r["status"], "rejected");
+    assert_eq!(r["adjustment_sequence"], Value::Null);
+    assert_eq!(app.on_hand("NV1", "Nd").await.as_deref(), Some("990.000"));
+
+    // Both stay on record, with filters.
+    let all = app
+        .get("/api/v1/counts", &app.viewer)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(all["items"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        all["items"][0]["counted_by"],
+        Value::Null,
+        "viewers see no actors"
+    );
+    let flagged = app
+        .get("/api/v1/counts?flagged=true&status=accepted", &app.auditor)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(flagged["items"].as_array().unwrap().len(), 1);
+    assert_eq!(flagged["items"][0]["counted_by"], "otto-operator");
+    let csv = app
+        .get("/api/v1/counts?format=csv", &app.auditor)
+        .await
+        .expect(200);
+    assert!(csv.text.starts_with("id,depot,element"), "{}", csv.text);
+    app.get(&format!("/api/v1/counts/{id}"), &app.viewer)
+        .await
+        .expect(200);
+    app.get("/api/v1/counts/999999", &app.viewer)
+        .await
+        .expect(404);
+}
+
+async fn a_count_compares_with_the_book_as_of_when_it_was_counted(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_depot("NV1", "100000", "100000").await;
+    let t = |h: i64| {
+        reserve::db::types::rfc3339(reserve::db::types::now() - chrono::Duration::hours(h))
+    };
+    let mut first = crate::helpers::movement("NV1", "Nd", "1000");
+    first["occurred_at"] = json!(t(3));
+    app.post_new("/api/v1/acquisitions", &app.operator, &first)
+        .await
+        .expect(201);
+    app.acquire("NV1", "Nd", "500").await.expect(201);
+    // Counted two hours ago: the book then held 1000 kg, not 1500.
+    let c = app
+        .post_new("/api/v1/counts", &app.operator, &count_body("1000", &t(2)))
+        .await
+        .expect(201)
+        .body;
+    assert_eq!(c["book_kg"], "1000.000");
+    assert_eq!(c["variance_kg"], "0.000");
+    assert_eq!(c["flagged"], false);
+    // Found 20 kg short two hours ago: accepted, the adjustment is dated then,
+    // so the book as of the count equals the count and today's balance follows.
+    let c = app
+        .post_new("/api/v1/counts", &app.operator, &count_body("980", &t(2)))
+        .await
+        .expect(201)
+        .body;
+    assert_eq!(c["flagged"], true);
+    let approver = token(&app, "apu-approver", &[Role::Approver]);
+    app.post_new(
+        &format!("/api/v1/counts/{}/accept", c["id"]),
+        &approver,
+        &json!({}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(app.on_hand("NV1", "Nd").await.as_deref(), Some("1480.000"));
+    let stock = app
+        .get("/api/v1/stockpiles?depot=NV1&element=Nd", &app.viewer)
+        .await
+        .expect(200)
+        .body;
+    let sid = stock["items"][0]["id"].as_i64().unwrap();
+    let at = c["counted_at"].as_str().unwrap().to_string();
+    let b = app
+        .get(
+            &format!(
+                "/api/v1/stockpiles/{sid}/balance?as_of={}",
+                at.replace('+', "%2B")
+            ),
+            &app.viewer,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(b["on_hand_kg"], "980.000");
+    // A count of material the books never held: book 0, percent null.
+    let mut dy = count_body("3", &now());
+    dy["element"] = json!("Dy");
+    let c = app
+        .post_new("/api/v1/counts", &app.auditor, &dy)
+        .await
+        .expect(201)
+        .body;
+    assert_eq!(c["book_kg"], "0.000");
+    assert_eq!(c["variance_percent"], Value::Null);
+    assert_eq!(c["flagged"], true);
+    app.post_new(
+        &format!("/api/v1/counts/{}/accept", c["id"]),
+        &approver,
+        &json!({}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(app.on_hand("NV1", "Dy").await.as_deref(), Some("3.000"));
+    assert_eq!(app.verify().await["ok"], true);
+}
+
+async fn counts_refuse_bad_input_and_the_wrong_roles(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_depot("NV1", "100000", "100000").await;
+    let r = app
+        .post_new("/api/v1/counts", &app.operator, &count_body("-1", &now()))
+        .await
+        .expect(422);
+    assert_eq!(r.error_fields(), vec!["counted_kg"]);
+    let r = app
+        .post_new(
+            "/api/v1/counts",
+            &app.operator,
+            &count_body("1.0001", &now()),
+        )
+        .await
+        .expect(422);
+    assert_eq!(r.error_fields(), vec!["counted_kg"]);
+    let r = app
+        .post_new(
+            "/api/v1/counts",
+            &app.operator,
+            &count_body("1", "2999-01-01T00:00:00Z"),
+        )
+        .await
+        .expect(422);
+    assert_eq!(r.error_fields(), vec!["counted_at"]);
+    let mut b = count_body("1", &now());
+    b["depot"] = json!("ZZ9");
+    let r = app
+        .post_new("/api/v1/counts", &app.operator, &b)
+        .await
+        .expect(422);
+    assert_eq!(r.error_fields(), vec!["depot"]);
+    let mut b = count_body("1", &now());
+    b["method"] = json!("  ");
+    let r = app
+        .post_new("/api/v1/counts", &app.operator, &b)
+        .await
+        .expect(422);
+    assert_eq!(r.error_fields(), vec!["method"]);
+    // A viewer is refused before anything else is looked at.
+    app.post("/api/v1/counts", &app.viewer, None, &json!({}))
+        .await
+        .expect(403);
+    // An operator scoped to another depot.
+    let scoped = app
+        .keys
+        .mint(
+            "tx-operator",
+            &[Role::Operator],
+            Some(vec!["TX2".into()]),
+            chrono::Duration::hours(1),
+        )
+        .unwrap();
+    app.post_new("/api/v1/counts", &scoped, &count_body("1", &now()))
+        .await
+        .expect(403);
+    app.post(
+        "/api/v1/counts",
+        &app.operator,
+        None,
+        &count_body("1", &now()),
+    )
+    .await
+    .expect(422);
+    app.get("/api/v1/counts?status=lost", &app.viewer)
+        .await
+        .expect(422);
+}
