@@ -387,6 +387,8 @@ fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
     state.throttle.check_subject(&user.subject)?;
     req.extensions_mut()
         .insert(crate::http::throttle::Subject(user.subject.clone()));
+    // For the audit trail, which records who attempted each write.
+    req.extensions_mut().insert(user.clone());
     Ok(user)
 }
 

@@ -188,6 +188,7 @@ pub fn run(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result
             .configure(configure(state.clone()))
             .default_service(web::to(not_found))
             .wrap(middleware::from_fn(http::throttle::middleware))
+            .wrap(middleware::from_fn(audit::trail::middleware))
             .wrap(middleware::from_fn(http::request_id::middleware))
     })
     .workers(workers)

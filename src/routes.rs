@@ -109,4 +109,5 @@ route_table! {
     get "/api/v1/counts/{id}" => audit::routes::get_count,
     post "/api/v1/counts/{id}/accept" => audit::routes::accept_count,
     post "/api/v1/counts/{id}/reject" => audit::routes::reject_count,
+    get "/api/v1/audit-trail" => audit::routes::list_trail,
 }

@@ -9,3 +9,4 @@ pub mod merkle;
 pub mod model;
 pub mod routes;
 pub mod signing;
+pub mod trail;

@@ -1,11 +1,12 @@
-//! Audit endpoints: physical counts.
+//! Audit endpoints: physical counts and the audit trail.
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::counts::{self, CountFilter, CountView, NewCount};
 use super::model::{CountStatus, Tolerance};
-use crate::auth::{Approver, AuthUser, Authorized, Role};
+use super::trail::{self, TrailFilter, TrailView};
+use crate::auth::{Approver, Auditor, AuthUser, Authorized, Role};
 use crate::db::types::{self, Grade, Grams};
 use crate::depots::model::DepotCode;
 use crate::elements::model::{ElementSymbol, Form};
@@ -347,6 +348,140 @@ pub async fn list_counts(
                     c.adjustment_sequence
                         .map(|s| s.to_string())
                         .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        return csv::respond(&headers, rows, next_cursor);
+    }
+    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrailQuery {
+    pub subject: Option<String>,
+    pub method: Option<String>,
+    pub status: Option<i32>,
+    pub outcome: Option<String>,
+    pub route: Option<String>,
+    pub request_id: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+    pub order: Option<String>,
+    pub format: Option<String>,
+}
+
+/// `GET /api/v1/audit-trail`: every authenticated write attempt (auditors).
+pub async fn list_trail(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    _auditor: Authorized<Auditor>,
+    query: web::Query<TrailQuery>,
+) -> ApiResult<HttpResponse> {
+    let q = query.into_inner();
+    let csv_wanted = csv::wants_csv(&req, q.format.as_deref())?;
+    let mut errors = Vec::new();
+    let method = q.method.as_deref().and_then(|m| {
+        let m = m.to_ascii_uppercase();
+        ok(
+            &mut errors,
+            "method",
+            if matches!(m.as_str(), "POST" | "PUT" | "PATCH" | "DELETE") {
+                Ok(m)
+            } else {
+                Err("must be POST, PUT, PATCH or DELETE".into())
+            },
+        )
+    });
+    if q.status.is_some_and(|s| !(100..=599).contains(&s)) {
+        errors.push(FieldError::new(
+            "status",
+            "must be an HTTP status, 100 to 599",
+        ));
+    }
+    let refused = q.outcome.as_deref().and_then(|o| {
+        ok(
+            &mut errors,
+            "outcome",
+            match o {
+                "refused" => Ok(true),
+                "accepted" => Ok(false),
+                _ => Err("must be accepted or refused".into()),
+            },
+        )
+    });
+    for (name, v) in [
+        ("subject", &q.subject),
+        ("route", &q.route),
+        ("request_id", &q.request_id),
+    ] {
+        if v.as_deref()
+            .is_some_and(|v| v.contains('\0') || v.len() > 2000)
+        {
+            errors.push(FieldError::new(
+                name,
+                "must be at most 2000 characters, without NUL",
+            ));
+        }
+    }
+    let from = q
+        .from
+        .as_deref()
+        .and_then(|s| ok(&mut errors, "from", crate::http::query_instant(s)));
+    let to =
+        q.to.as_deref()
+            .and_then(|s| ok(&mut errors, "to", crate::http::query_instant(s)));
+    let page = PageRequest::parse(q.limit, q.cursor.as_deref(), q.order.as_deref(), MAX_LIMIT);
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let page = page?;
+    let filter = TrailFilter {
+        subject: q.subject,
+        method,
+        status: q.status,
+        refused,
+        route: q.route,
+        request_id: q.request_id,
+        from: from.map(types::to_db),
+        to: to.map(types::to_db),
+    };
+    let rows = state.db(move |c| trail::list(c, &filter, &page)).await?;
+    let (rows, next_cursor) = page.finish(rows, |r| r.id);
+    let items: Vec<TrailView> = rows.into_iter().map(TrailView::from).collect();
+    if csv_wanted {
+        let headers = [
+            "id",
+            "at",
+            "subject",
+            "roles",
+            "request_id",
+            "method",
+            "route",
+            "path",
+            "status",
+            "outcome",
+            "problem_type",
+            "idempotency_key",
+        ];
+        let rows = items
+            .into_iter()
+            .map(|t| {
+                vec![
+                    t.id.to_string(),
+                    t.at,
+                    t.subject,
+                    t.roles.join(" "),
+                    t.request_id,
+                    t.method,
+                    t.route,
+                    t.path,
+                    t.status.to_string(),
+                    t.outcome,
+                    t.problem_type.unwrap_or_default(),
+                    t.idempotency_key.unwrap_or_default(),
                 ]
             })
             .collect();

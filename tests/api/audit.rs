@@ -11,6 +11,7 @@ on_both_backends!(
     a_count_beyond_tolerance_is_flagged_and_accepted_by_another,
     a_count_compares_with_the_book_as_of_when_it_was_counted,
     counts_refuse_bad_input_and_the_wrong_roles,
+    the_audit_trail_holds_refused_writes_and_cannot_be_edited,
 );
 
 fn token(app: &TestApp, sub: &str, roles: &[Role]) -> String {
@@ -324,4 +325,114 @@ async fn counts_refuse_bad_input_and_the_wrong_roles(backend: Backend) {
     app.get("/api/v1/counts?status=lost", &app.viewer)
         .await
         .expect(422);
+}
+
+async fn the_audit_trail_holds_refused_writes_and_cannot_be_edited(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_depot("NV1", "1000", "1000").await;
+    // Accepted (201), refused by role (403), by state (409), by validation (422).
+    app.acquire("NV1", "Nd", "10").await.expect(201);
+    app.post_new(
+        "/api/v1/acquisitions",
+        &app.viewer,
+        &crate::helpers::movement("NV1", "Nd", "1"),
+    )
+    .await
+    .expect(403);
+    let refused = app.release("NV1", "Nd", "11").await.expect(409);
+    let request_id = refused.header("x-request-id").unwrap();
+    app.post("/api/v1/releases", &app.operator, None, &json!({}))
+        .await
+        .expect(422);
+    // Reads and tokenless attempts are not recorded.
+    app.get("/api/v1/ledger", &app.viewer).await.expect(200);
+    app.post_new("/api/v1/releases", "not-a-token", &json!({}))
+        .await
+        .expect(401);
+
+    let page = app
+        .get("/api/v1/audit-trail?order=asc", &app.auditor)
+        .await
+        .expect(200)
+        .body;
+    let items = page["items"].as_array().unwrap();
+    let summary: Vec<(String, String, i64)> = items
+        .iter()
+        .map(|i| {
+            (
+                i["subject"].as_str().unwrap().to_string(),
+                i["route"].as_str().unwrap().to_string(),
+                i["status"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("ada-admin".to_string(), "/api/v1/depots".to_string(), 201),
+            ("otto-operator".into(), "/api/v1/acquisitions".into(), 201),
+            ("vera-viewer".into(), "/api/v1/acquisitions".into(), 403),
+            ("otto-operator".into(), "/api/v1/releases".into(), 409),
+            ("otto-operator".into(), "/api/v1/releases".into(), 422),
+        ]
+    );
+    let conflict = &items[3];
+    assert_eq!(conflict["request_id"], request_id);
+    assert_eq!(conflict["problem_type"], "/problems/insufficient-stock");
+    assert_eq!(conflict["outcome"], "refused");
+    assert_eq!(conflict["roles"], json!(["operator"]));
+    assert_eq!(conflict["method"], "POST");
+    assert_eq!(items[2]["problem_type"], "/problems/forbidden");
+    assert_eq!(items[0]["problem_type"], Value::Null);
+    // Filters and the cursor.
+    let refused = app
+        .get(
+            "/api/v1/audit-trail?outcome=refused&subject=otto-operator",
+            &app.auditor,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(refused["items"].as_array().unwrap().len(), 2);
+    let first = app
+        .get("/api/v1/audit-trail?limit=2", &app.auditor)
+        .await
+        .expect(200)
+        .body;
+    let cursor = first["next_cursor"].as_str().unwrap().to_string();
+    let next = app
+        .get(
+            &format!("/api/v1/audit-trail?limit=2&cursor={cursor}"),
+            &app.auditor,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(next["items"][0]["status"], 403);
+    // Auditors only; the trail's own reads are not writes.
+    app.get("/api/v1/audit-trail", &app.admin).await.expect(403);
+    app.get("/api/v1/audit-trail?outcome=maybe", &app.auditor)
+        .await
+        .expect(422);
+    // No route edits it, and the table refuses edits from inside too.
+    app.post_new("/api/v1/audit-trail", &app.auditor, &json!({}))
+        .await
+        .expect(405);
+    let mut conn =
+        reserve::db::establish(&reserve::db::DatabaseUrl::parse(app.db.url()).unwrap()).unwrap();
+    use diesel::RunQueryDsl;
+    assert!(diesel::sql_query("UPDATE audit_trail SET status = 201")
+        .execute(&mut conn)
+        .is_err());
+    assert!(diesel::sql_query("DELETE FROM audit_trail")
+        .execute(&mut conn)
+        .is_err());
+    // The refused POST to the trail is itself on the trail.
+    let last = app
+        .get("/api/v1/audit-trail?limit=1", &app.auditor)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(last["items"][0]["status"], 405);
+    assert_eq!(last["items"][0]["subject"], "aud-auditor");
 }
