@@ -51,6 +51,9 @@ pub struct AppState {
     /// Counts failed authentications, to answer guessers with 429.
     pub throttle: http::throttle::FailureThrottle,
     pub outage: Outage,
+    /// Signs checkpoints and audit reports (`audit.signing_key`); `None` when
+    /// none is configured, and then both answer 503.
+    pub audit_key: Option<audit::signing::AuditKey>,
 }
 
 impl AppState {
@@ -210,8 +213,8 @@ pub fn run(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result
 }
 
 /// Every scheduled job, built from settings already validated.
-pub fn scheduled_jobs(_settings: &Settings) -> Vec<jobs::Job> {
-    Vec::new()
+pub fn scheduled_jobs(settings: &Settings) -> Vec<jobs::Job> {
+    audit::jobs::scheduled(settings)
 }
 
 /// Purges idempotency records past their retention, at start and hourly. Every
@@ -245,6 +248,10 @@ pub fn build_state(settings: Settings, keys: TokenKeys) -> anyhow::Result<web::D
         tracing::info!(?applied, "migrations applied");
     }
     drop(conn);
+    let audit_key = match settings.audit.signing_key.trim() {
+        "" => None,
+        spec => Some(audit::signing::AuditKey::parse(spec)?),
+    };
     let pool = db::pool(
         &url,
         settings.database.pool_size,
@@ -257,6 +264,7 @@ pub fn build_state(settings: Settings, keys: TokenKeys) -> anyhow::Result<web::D
         write_gate: matches!(url, db::DatabaseUrl::Sqlite(_)).then(Default::default),
         throttle: http::throttle::FailureThrottle::new(settings.auth.max_failures_per_minute),
         outage: Outage::default(),
+        audit_key,
         settings,
         in_flight: InFlight::default(),
     }))

@@ -66,8 +66,16 @@ enum Command {
         #[arg(long, default_value = "8h")]
         ttl: String,
     },
-    /// Recompute hash chains and balances from the ledger and report the first problem.
+    /// Recompute hash chains and balances from the ledger, check them against
+    /// the latest signed checkpoint, and report the first problem. Reads the
+    /// ledger in pages (constant memory); shows a progress bar on a terminal.
     Verify,
+    /// Post N valid entries through the real posting path at a depot LOAD, in
+    /// postings of a thousand (for measuring `verify` at scale).
+    LoadLedger {
+        #[arg(long)]
+        entries: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -106,6 +114,7 @@ fn main() -> ExitCode {
             ttl,
         } => token(&settings, &sub, &roles, depots, &ttl),
         Command::Verify => verify(&settings),
+        Command::LoadLedger { entries } => load_ledger(&settings, entries),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -164,6 +173,24 @@ fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
         }
     }
     let keys = keys(&settings)?;
+    if settings.audit.signing_key.trim().is_empty() && demo {
+        let url = db::DatabaseUrl::parse(&settings.database.url).map_err(anyhow::Error::msg)?;
+        let path = reserve::demo::audit_key_path(&url);
+        let (seed, created) = reserve::demo::load_or_create_secret(&path)?;
+        settings.audit.signing_key = seed;
+        if created {
+            eprintln!(
+                "demo: generated an audit signing key and kept it in {} (mode 0600)",
+                path.display()
+            );
+        }
+    }
+    anyhow::ensure!(
+        !settings.audit.signing_key.trim().is_empty() || !settings.audit.reports_enabled,
+        "no audit signing key configured: set RESERVE_AUDIT__SIGNING_KEY (a base64 32-byte \
+         Ed25519 seed, or a file holding one), run `serve --demo`, or turn reports off \
+         (RESERVE_AUDIT__REPORTS_ENABLED=false)"
+    );
     let bind = settings.server.bind.clone();
     let state = reserve::build_state(settings, keys.clone())?;
     if demo {
@@ -263,10 +290,86 @@ fn token(
     Ok(())
 }
 
+/// A progress bar on stderr when it is a terminal; none when piped.
+fn progress_bar(len: u64, what: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+        "{what} {{bar:40}} {{pos}}/{{len}} ({{per_sec}}, {{eta}} left)"
+    )) {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
+/// Peak resident set size of this process, in KiB (Linux; `None` elsewhere).
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn verify(settings: &Settings) -> anyhow::Result<()> {
     let mut conn = open(settings)?;
-    let report = reserve::ledger::verify::verify(&mut conn).map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    let trusted_key = match settings.audit.signing_key.trim() {
+        "" => None,
+        spec => Some(reserve::audit::signing::AuditKey::parse(spec)?.public_base64()),
+    };
+    let started = std::time::Instant::now();
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let mut progress = |checked: i64, posted: i64| {
+        let b = bar.get_or_insert_with(|| {
+            progress_bar(posted.max(0) as u64, "verifying")
+                .unwrap_or_else(indicatif::ProgressBar::hidden)
+        });
+        b.set_position(checked.max(0) as u64);
+    };
+    let report = reserve::ledger::verify::verify_with(
+        &mut conn,
+        reserve::ledger::verify::VerifyOptions {
+            trusted_key,
+            progress: Some(&mut progress),
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let mut out = serde_json::to_value(&report)?;
+    if let Some(map) = out.as_object_mut() {
+        map.insert("seconds".into(), serde_json::json!(format!("{seconds:.3}")));
+        map.insert(
+            "entries_per_second".into(),
+            serde_json::json!((report.entries_checked as f64 / seconds.max(1e-9)) as u64),
+        );
+        map.insert("peak_rss_kib".into(), serde_json::json!(peak_rss_kib()));
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
     anyhow::ensure!(report.ok, "the ledger did not verify");
+    Ok(())
+}
+
+fn load_ledger(settings: &Settings, entries: usize) -> anyhow::Result<()> {
+    let mut conn = open(settings)?;
+    db::run_migrations(&mut conn)?;
+    let bar = progress_bar(entries as u64, "posting");
+    let started = std::time::Instant::now();
+    let posted = reserve::demo::load_entries(&mut conn, entries, &mut |n| {
+        if let Some(b) = &bar {
+            b.set_position(n as u64);
+        }
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    println!(
+        "posted {posted} entries in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -79,6 +79,9 @@ route_table! {
     post "/api/v1/ledger/batch" => ledger::routes::batch,
     get "/api/v1/ledger" => ledger::routes::list,
     get "/api/v1/ledger/verify" => ledger::routes::verify,
+    post "/api/v1/ledger/checkpoints" => audit::routes::create_checkpoint,
+    get "/api/v1/ledger/checkpoints" => audit::routes::list_checkpoints,
+    get "/api/v1/ledger/checkpoints/{id}/proof" => audit::routes::checkpoint_proof,
 
     get "/api/v1/summary" => summary::routes::get,
 

@@ -4,9 +4,12 @@
 //! Pure decisions (variance and tolerance, Merkle trees, the canonical JSON a
 //! report's signature covers, reconciliation) live in `model`, `merkle` and
 //! `signing`, unit-tested without a database.
+pub mod checkpoints;
 pub mod counts;
+pub mod jobs;
 pub mod merkle;
 pub mod model;
+pub mod reports;
 pub mod routes;
 pub mod signing;
 pub mod trail;

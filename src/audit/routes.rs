@@ -1,8 +1,9 @@
-//! Audit endpoints: physical counts and the audit trail.
+//! Audit endpoints: physical counts, the audit trail and checkpoints.
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
+use super::checkpoints::{self, CheckpointView};
 use super::counts::{self, CountFilter, CountView, NewCount};
 use super::model::{CountStatus, Tolerance};
 use super::trail::{self, TrailFilter, TrailView};
@@ -488,4 +489,96 @@ pub async fn list_trail(
         return csv::respond(&headers, rows, next_cursor);
     }
     Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+}
+
+fn audit_key(state: &AppState) -> ApiResult<std::sync::Arc<super::signing::AuditKey>> {
+    state
+        .audit_key
+        .clone()
+        .map(std::sync::Arc::new)
+        .ok_or_else(|| {
+            ApiError::Unavailable(
+                "no audit signing key is configured (audit.signing_key); checkpoints and reports cannot be signed"
+                    .into(),
+            )
+        })
+}
+
+/// `POST /api/v1/ledger/checkpoints`: take a signed checkpoint now (auditors).
+pub async fn create_checkpoint(
+    state: web::Data<AppState>,
+    Authorized(user, _): Authorized<Auditor>,
+    key: IdempotencyKey,
+) -> ApiResult<HttpResponse> {
+    let signing = audit_key(&state)?;
+    let hash = idempotency::fingerprint("POST", "/api/v1/ledger/checkpoints", &());
+    let subject = user.subject.clone();
+    let stored = state
+        .idempotent(
+            user.subject.clone(),
+            key.0,
+            hash,
+            StatusCode::CREATED,
+            move |c| checkpoints::create(c, &signing, &subject),
+        )
+        .await?;
+    Ok(stored.into_http())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointQuery {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+    pub order: Option<String>,
+}
+
+pub async fn list_checkpoints(
+    state: web::Data<AppState>,
+    _user: AuthUser,
+    query: web::Query<CheckpointQuery>,
+) -> ApiResult<HttpResponse> {
+    let q = query.into_inner();
+    let page = PageRequest::parse(q.limit, q.cursor.as_deref(), q.order.as_deref(), MAX_LIMIT)?;
+    let rows = state.db(move |c| checkpoints::list(c, &page)).await?;
+    let (rows, next_cursor) = page.finish(rows, |r| r.id);
+    let items: Vec<CheckpointView> = rows.iter().map(CheckpointView::from).collect();
+    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProofQuery {
+    pub stockpile: Option<String>,
+}
+
+pub async fn checkpoint_proof(
+    state: web::Data<AppState>,
+    _user: AuthUser,
+    path: web::Path<String>,
+    query: web::Query<ProofQuery>,
+) -> ApiResult<HttpResponse> {
+    let raw = path.into_inner();
+    let id = raw
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::NotFound(format!("no checkpoint {raw}")))?;
+    let stockpile = match query.into_inner().stockpile {
+        None => {
+            return Err(ApiError::field(
+                "stockpile",
+                "name the stockpile id to prove",
+            ))
+        }
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| ApiError::field("stockpile", "must be a stockpile id"))?,
+    };
+    let proof = state
+        .db(move |c| checkpoints::proof(c, id, stockpile))
+        .await?;
+    Ok(HttpResponse::Ok().json(proof))
 }

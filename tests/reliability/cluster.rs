@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{TestDb, SECRET};
+use crate::helpers::{TestDb, AUDIT_SEED, SECRET};
 
 pub struct Replica {
     pub port: u16,
@@ -35,6 +35,7 @@ impl Replica {
             ])
             .env("RESERVE_DATABASE_URL", &self.db_url)
             .env("RESERVE_JWT_SECRET", SECRET)
+            .env("RESERVE_AUDIT__SIGNING_KEY", AUDIT_SEED)
             .env("RESERVE_DATABASE__POOL_SIZE", "8")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
