@@ -70,11 +70,44 @@ enum Command {
     /// the latest signed checkpoint, and report the first problem. Reads the
     /// ledger in pages (constant memory); shows a progress bar on a terminal.
     Verify,
+    /// Audit reports: produce one, or check a downloaded one offline.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Post N valid entries through the real posting path at a depot LOAD, in
     /// postings of a thousand (for measuring `verify` at scale).
     LoadLedger {
         #[arg(long)]
         entries: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Build, sign and store a report for (FROM, TO]; print it as served.
+    Run {
+        /// Period start, RFC 3339 (e.g. 2026-11-01T00:00:00Z).
+        #[arg(long)]
+        from: String,
+        /// Period end, RFC 3339; not in the future.
+        #[arg(long)]
+        to: String,
+    },
+    /// Check a downloaded JSON report offline: its Ed25519 signature and its
+    /// reconciliation; with --ledger, its chain head against a ledger export.
+    Verify {
+        /// The report as served by GET /api/v1/audit-reports/{id}.
+        file: PathBuf,
+        /// The reserve's public key (base64, from GET
+        /// /api/v1/audit-reports/public-key). Without it the key the file
+        /// names is used, which proves integrity but not origin.
+        #[arg(long)]
+        public_key: Option<String>,
+        /// An auditor's ledger export (GET /api/v1/ledger?format=csv&order=asc,
+        /// every page, one header line).
+        #[arg(long)]
+        ledger: Option<PathBuf>,
     },
 }
 
@@ -115,6 +148,7 @@ fn main() -> ExitCode {
         } => token(&settings, &sub, &roles, depots, &ttl),
         Command::Verify => verify(&settings),
         Command::LoadLedger { entries } => load_ledger(&settings, entries),
+        Command::Audit { command } => audit(&settings, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -372,4 +406,75 @@ fn load_ledger(settings: &Settings, entries: usize) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+fn audit(settings: &Settings, command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Run { from, to } => {
+            let key = reserve::audit::signing::AuditKey::parse(settings.audit.signing_key.trim())
+                .map_err(|e| anyhow::anyhow!("an audit report must be signed: {e}"))?;
+            let parse = |name: &str, v: &str| {
+                reserve::db::types::parse_rfc3339(v).map_err(|e| anyhow::anyhow!("--{name}: {e}"))
+            };
+            let period = reserve::audit::reports::Period {
+                start: parse("from", &from)?,
+                end: parse("to", &to)?,
+            };
+            anyhow::ensure!(period.start < period.end, "--to must be after --from");
+            anyhow::ensure!(
+                period.end <= reserve::db::types::now(),
+                "--to lies in the future: a report is issued once, for a period that is over"
+            );
+            let mut conn = open(settings)?;
+            db::run_migrations(&mut conn)?;
+            let actor = format!(
+                "cli:{}",
+                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+            );
+            let document = db::write_transaction(&mut conn, |c| {
+                let meta = reserve::audit::reports::issue(
+                    c,
+                    settings,
+                    &key,
+                    period,
+                    "on-demand",
+                    &actor,
+                    false,
+                )?;
+                reserve::audit::reports::get(c, meta.id)?.document()
+            })
+            .map_err(|e: reserve::error::ApiError| anyhow::anyhow!("{e}"))?;
+            println!("{}", serde_json::to_string_pretty(&document)?);
+            Ok(())
+        }
+        AuditCommand::Verify {
+            file,
+            public_key,
+            ledger,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let doc: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", file.display()))?;
+            let mut checks = reserve::audit::offline::verify_document(&doc, public_key.as_deref());
+            if let Some(path) = ledger {
+                let export = std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                checks.extend(reserve::audit::offline::verify_against_export(
+                    &doc["report"],
+                    &export,
+                ));
+            }
+            for c in &checks {
+                println!(
+                    "{} {}: {}",
+                    if c.ok { "ok  " } else { "FAIL" },
+                    c.name,
+                    c.detail
+                );
+            }
+            anyhow::ensure!(checks.iter().all(|c| c.ok), "the report did not verify");
+            Ok(())
+        }
+    }
 }

@@ -113,4 +113,8 @@ route_table! {
     post "/api/v1/counts/{id}/accept" => audit::routes::accept_count,
     post "/api/v1/counts/{id}/reject" => audit::routes::reject_count,
     get "/api/v1/audit-trail" => audit::routes::list_trail,
+    post "/api/v1/audit-reports" => audit::routes::create_report,
+    get "/api/v1/audit-reports" => audit::routes::list_reports,
+    get "/api/v1/audit-reports/public-key" => audit::routes::public_key,
+    get "/api/v1/audit-reports/{id}" => audit::routes::get_report,
 }

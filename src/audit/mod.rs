@@ -9,6 +9,8 @@ pub mod counts;
 pub mod jobs;
 pub mod merkle;
 pub mod model;
+pub mod offline;
+pub mod render;
 pub mod reports;
 pub mod routes;
 pub mod signing;

@@ -1,4 +1,5 @@
-//! Audit endpoints: physical counts, the audit trail and checkpoints.
+//! Audit endpoints: physical counts, the audit trail, checkpoints and
+//! audit reports.
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -6,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::checkpoints::{self, CheckpointView};
 use super::counts::{self, CountFilter, CountView, NewCount};
 use super::model::{CountStatus, Tolerance};
+use super::reports::{self, Period, ReportMeta, ReportRow};
 use super::trail::{self, TrailFilter, TrailView};
 use crate::auth::{Approver, Auditor, AuthUser, Authorized, Role};
 use crate::db::types::{self, Grade, Grams};
@@ -581,4 +583,167 @@ pub async fn checkpoint_proof(
         .db(move |c| checkpoints::proof(c, id, stockpile))
         .await?;
     Ok(HttpResponse::Ok().json(proof))
+}
+
+/// `POST /api/v1/audit-reports`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportRequest {
+    pub period_start: String,
+    pub period_end: String,
+}
+
+impl ReportRequest {
+    fn validate(&self, max_future_skew_secs: i64) -> ApiResult<Period> {
+        let mut errors = Vec::new();
+        let start = ok(
+            &mut errors,
+            "period_start",
+            types::parse_rfc3339(&self.period_start),
+        );
+        let end = ok(
+            &mut errors,
+            "period_end",
+            types::parse_rfc3339(&self.period_end),
+        );
+        if let (Some(s), Some(e)) = (start, end) {
+            if s >= e {
+                errors.push(FieldError::new("period_end", "must be after period_start"));
+            } else if e > types::now() + chrono::Duration::seconds(max_future_skew_secs) {
+                errors.push(FieldError::new(
+                    "period_end",
+                    "lies in the future: a report is issued once, for a period that is over",
+                ));
+            }
+        }
+        match (start, end, errors.is_empty()) {
+            (Some(start), Some(end), true) => Ok(Period { start, end }),
+            _ => Err(ApiError::Validation(errors)),
+        }
+    }
+}
+
+fn reports_on(state: &AppState) -> ApiResult<()> {
+    if state.settings.audit.reports_enabled {
+        Ok(())
+    } else {
+        Err(ApiError::Unavailable(
+            "audit reports are turned off (audit.reports_enabled)".into(),
+        ))
+    }
+}
+
+pub async fn create_report(
+    state: web::Data<AppState>,
+    Authorized(user, _): Authorized<Auditor>,
+    key: IdempotencyKey,
+    body: ApiJson<ReportRequest>,
+) -> ApiResult<HttpResponse> {
+    reports_on(&state)?;
+    let body = body.into_inner();
+    let period = body.validate(state.settings.ledger.max_future_skew_secs)?;
+    let signing = audit_key(&state)?;
+    let hash = idempotency::fingerprint("POST", "/api/v1/audit-reports", &body);
+    let settings = state.settings.clone();
+    let subject = user.subject.clone();
+    let stored = state
+        .idempotent(
+            user.subject.clone(),
+            key.0,
+            hash,
+            StatusCode::CREATED,
+            move |c| reports::issue(c, &settings, &signing, period, "on-demand", &subject, false),
+        )
+        .await?;
+    Ok(stored.into_http())
+}
+
+fn may_read_reports(user: &AuthUser) -> ApiResult<()> {
+    if user.has(Role::Auditor) || user.has(Role::Admin) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "audit reports need the auditor or admin role".into(),
+        ))
+    }
+}
+
+pub async fn list_reports(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    query: web::Query<CheckpointQuery>,
+) -> ApiResult<HttpResponse> {
+    may_read_reports(&user)?;
+    let q = query.into_inner();
+    let page = PageRequest::parse(q.limit, q.cursor.as_deref(), q.order.as_deref(), MAX_LIMIT)?;
+    let rows = state.db(move |c| reports::list(c, &page)).await?;
+    let (rows, next_cursor) = page.finish(rows, |r| r.id);
+    let items: Vec<ReportMeta> = rows.iter().map(ReportRow::meta).collect();
+    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportQuery {
+    pub format: Option<String>,
+    pub section: Option<String>,
+}
+
+pub async fn get_report(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    user: AuthUser,
+    path: web::Path<String>,
+    query: web::Query<ReportQuery>,
+) -> ApiResult<HttpResponse> {
+    may_read_reports(&user)?;
+    let raw = path.into_inner();
+    let id = raw
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::NotFound(format!("no audit report {raw}")))?;
+    let q = query.into_inner();
+    let format = match q.format.as_deref() {
+        Some("html") => "html",
+        Some("csv") => "csv",
+        Some("json") => "json",
+        Some(_) => return Err(ApiError::field("format", "must be json, csv or html")),
+        None if csv::wants_csv(&req, None)? => "csv",
+        None => "json",
+    };
+    if let Some(s) = q.section.as_deref() {
+        if !reports::SECTIONS.contains(&s) {
+            return Err(ApiError::field(
+                "section",
+                format!("must be one of {}", reports::SECTIONS.join(", ")),
+            ));
+        }
+    }
+    let row = state.db(move |c| reports::get(c, id)).await?;
+    let document = row.document()?;
+    match format {
+        "csv" => {
+            let text = super::render::csv(&document["report"], q.section.as_deref())
+                .map_err(ApiError::internal)?;
+            Ok(HttpResponse::Ok()
+                .content_type("text/csv; charset=utf-8")
+                .body(text))
+        }
+        "html" => Ok(HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .body(super::render::html(id, &document))),
+        _ => Ok(HttpResponse::Ok().json(document)),
+    }
+}
+
+/// `GET /api/v1/audit-reports/public-key`: the key checkpoints and reports
+/// are signed with.
+pub async fn public_key(state: web::Data<AppState>, _user: AuthUser) -> ApiResult<HttpResponse> {
+    let key = audit_key(&state)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "algorithm": "Ed25519",
+        "public_key": key.public_base64(),
+        "public_key_hex": hex::encode(key.public_bytes()),
+    })))
 }

@@ -14,6 +14,7 @@ on_both_backends!(
     the_audit_trail_holds_refused_writes_and_cannot_be_edited,
     a_signed_checkpoint_proves_heads_and_catches_deleted_newest_entries,
     swapped_rows_are_named,
+    a_signed_report_reconciles_and_verifies_offline,
 );
 
 fn token(app: &TestApp, sub: &str, roles: &[Role]) -> String {
@@ -693,4 +694,221 @@ fn verify_streams_the_ledger_in_bounded_memory() {
         peaks[0],
         peaks[1]
     );
+}
+
+fn reserve_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_reserve"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run reserve")
+}
+
+async fn a_signed_report_reconciles_and_verifies_offline(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_depot("NV1", "100000", "100000").await;
+    let ago = |m: i64| reserve::db::types::now() - chrono::Duration::minutes(m);
+    let dated = |element: &str, kg: &str, minutes: i64| {
+        let mut b = crate::helpers::movement("NV1", element, kg);
+        b["occurred_at"] = json!(reserve::db::types::rfc3339(ago(minutes)));
+        b
+    };
+    app.post_new(
+        "/api/v1/acquisitions",
+        &app.operator,
+        &dated("Nd", "100", 180),
+    )
+    .await
+    .expect(201);
+    app.post_new("/api/v1/releases", &app.operator, &dated("Nd", "10", 120))
+        .await
+        .expect(201);
+    app.post_new(
+        "/api/v1/acquisitions",
+        &app.operator,
+        &dated("Tb", "7", 100),
+    )
+    .await
+    .expect(201);
+    app.acquire("NV1", "Dy", "5").await.expect(201);
+    app.post(
+        "/api/v1/ledger/checkpoints",
+        &app.auditor,
+        Some("cp"),
+        &json!({}),
+    )
+    .await
+    .expect(201);
+    let (start, end) = (
+        reserve::db::types::rfc3339(ago(150)),
+        reserve::db::types::rfc3339(ago(60)),
+    );
+    let period = json!({"period_start": start, "period_end": end});
+    app.post_new("/api/v1/audit-reports", &app.operator, &period)
+        .await
+        .expect(403);
+    let r = app
+        .post_new(
+            "/api/v1/audit-reports",
+            &app.auditor,
+            &json!({"period_start": start, "period_end": "2999-01-01T00:00:00Z"}),
+        )
+        .await
+        .expect(422);
+    assert_eq!(r.error_fields(), vec!["period_end"]);
+    let meta = app
+        .post_new("/api/v1/audit-reports", &app.auditor, &period)
+        .await
+        .expect(201)
+        .body;
+    let id = meta["id"].as_i64().unwrap();
+    assert_eq!(meta["reconciles"], true);
+    assert_eq!(meta["verified"], true);
+    let doc = app
+        .get(&format!("/api/v1/audit-reports/{id}"), &app.auditor)
+        .await
+        .expect(200);
+    let report = &doc.body["report"];
+    assert_eq!(report["reserve"], "Strategic Rare-Earth Reserve");
+    assert_eq!(report["generator"]["name"], "reserve");
+    let rows = report["stockpiles"].as_array().unwrap();
+    assert_eq!(
+        rows.len(),
+        2,
+        "Nd and Tb; Dy arrived after the period: {report}"
+    );
+    let nd = rows.iter().find(|r| r["element"] == "Nd").unwrap();
+    assert_eq!(nd["opening_kg"], "100.000");
+    assert_eq!(nd["releases_kg"], "-10.000");
+    assert_eq!(nd["closing_kg"], "90.000");
+    assert_eq!(nd["reconciles"], true);
+    let tb = rows.iter().find(|r| r["element"] == "Tb").unwrap();
+    assert_eq!(
+        (tb["opening_kg"].as_str(), tb["acquisitions_kg"].as_str()),
+        (Some("0.000"), Some("7.000"))
+    );
+    // Closing balances are the as-of balances at the period's end.
+    for r in rows {
+        let b = app
+            .get(
+                &format!(
+                    "/api/v1/stockpiles/{}/balance?as_of={}",
+                    r["stockpile_id"],
+                    end.replace('+', "%2B")
+                ),
+                &app.viewer,
+            )
+            .await
+            .expect(200)
+            .body;
+        assert_eq!(b["on_hand_kg"], r["closing_kg"], "{r}");
+    }
+    assert_eq!(report["reconciliation"]["ok"], true);
+    assert_eq!(report["chain"]["verification"]["ok"], true);
+    assert_eq!(report["chain"]["last_sequence"], 4);
+    assert_eq!(report["chain"]["latest_checkpoint"]["id"], 1);
+
+    // Offline: the public key alone checks it; one changed digit fails.
+    let key = app
+        .get("/api/v1/audit-reports/public-key", &app.viewer)
+        .await
+        .expect(200)
+        .body["public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("report.json");
+    std::fs::write(&file, &doc.text).unwrap();
+    let export = app
+        .get(
+            "/api/v1/ledger?format=csv&order=asc&limit=10000",
+            &app.auditor,
+        )
+        .await
+        .expect(200);
+    let ledger = dir.path().join("ledger.csv");
+    std::fs::write(&ledger, &export.text).unwrap();
+    let f = file.to_str().unwrap();
+    let out = reserve_cli(&[
+        "audit",
+        "verify",
+        f,
+        "--public-key",
+        &key,
+        "--ledger",
+        ledger.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tampered = dir.path().join("tampered.json");
+    std::fs::write(&tampered, doc.text.replacen("90.000", "90.001", 1)).unwrap();
+    let out = reserve_cli(&[
+        "audit",
+        "verify",
+        tampered.to_str().unwrap(),
+        "--public-key",
+        &key,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL signature"));
+    // The same report under another key does not pass as the reserve's.
+    let other = reserve::audit::signing::AuditKey::from_seed([9; 32]).public_base64();
+    assert!(
+        !reserve_cli(&["audit", "verify", f, "--public-key", &other])
+            .status
+            .success()
+    );
+
+    // CSV by section and a printable page.
+    let csv = app
+        .get(
+            &format!("/api/v1/audit-reports/{id}?format=csv&section=stockpiles"),
+            &app.auditor,
+        )
+        .await
+        .expect(200);
+    assert!(
+        csv.text.starts_with("stockpile_id,depot,element"),
+        "{}",
+        csv.text
+    );
+    let all = app
+        .get(
+            &format!("/api/v1/audit-reports/{id}?format=csv"),
+            &app.auditor,
+        )
+        .await
+        .expect(200);
+    assert!(all.text.contains("# chain\n"), "{}", all.text);
+    let page = app
+        .get(
+            &format!("/api/v1/audit-reports/{id}?format=html"),
+            &app.auditor,
+        )
+        .await
+        .expect(200);
+    assert!(page.text.contains("<h1>Strategic Rare-Earth Reserve</h1>"));
+    assert!(page.text.contains("Totals per element"));
+    app.get(
+        &format!("/api/v1/audit-reports/{id}?section=nope"),
+        &app.auditor,
+    )
+    .await
+    .expect(422);
+    let list = app
+        .get("/api/v1/audit-reports", &app.auditor)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(list["items"][0]["id"], id);
+    // Stored immutably.
+    use diesel::connection::SimpleConnection;
+    assert!(raw(&app)
+        .batch_execute("UPDATE audit_reports SET body = '{}'")
+        .is_err());
 }

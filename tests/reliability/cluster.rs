@@ -12,6 +12,8 @@ pub struct Replica {
     child: Option<Child>,
     db_url: String,
     log: std::path::PathBuf,
+    /// Extra environment (settings) for this replica.
+    env: Vec<(String, String)>,
 }
 
 impl Replica {
@@ -38,6 +40,7 @@ impl Replica {
             .env("RESERVE_AUDIT__SIGNING_KEY", AUDIT_SEED)
             .env("RESERVE_DATABASE__POOL_SIZE", "8")
             .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -92,6 +95,11 @@ impl Cluster {
     /// Starts every replica at once on `db` as it is: on a fresh database they
     /// race to apply the migrations.
     pub async fn start_unmigrated(db: TestDb, replicas: usize) -> Cluster {
+        Self::start_with_env(db, replicas, &[]).await
+    }
+
+    /// Starts `replicas` on `db` as it is, each with `env` set.
+    pub async fn start_with_env(db: TestDb, replicas: usize, env: &[(&str, &str)]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut cluster = Cluster {
             replicas: (0..replicas)
@@ -100,6 +108,10 @@ impl Cluster {
                     child: None,
                     db_url: db.url().to_string(),
                     log: dir.path().join(format!("replica-{i}.log")),
+                    env: env
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
                 })
                 .collect(),
             _dir: dir,
