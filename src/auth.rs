@@ -345,6 +345,11 @@ impl RequiredRole for Approver {
     const ROLE: Role = Role::Approver;
 }
 
+pub struct Auditor;
+impl RequiredRole for Auditor {
+    const ROLE: Role = Role::Auditor;
+}
+
 pub struct Bidder;
 impl RequiredRole for Bidder {
     const ROLE: Role = Role::Bidder;
@@ -382,6 +387,8 @@ fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
     state.throttle.check_subject(&user.subject)?;
     req.extensions_mut()
         .insert(crate::http::throttle::Subject(user.subject.clone()));
+    // For the audit trail, which records who attempted each write.
+    req.extensions_mut().insert(user.clone());
     Ok(user)
 }
 

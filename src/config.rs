@@ -19,6 +19,7 @@ pub struct Settings {
     pub import_flows: ImportFlowSettings,
     pub jobs: JobSettings,
     pub rules: RuleSettings,
+    pub audit: AuditSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -91,6 +92,26 @@ pub struct RuleSettings {
     pub evaluation_schedule: String,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// Base64 or hex 32-byte Ed25519 seed, or the path of a file holding one.
+    pub signing_key: String,
+    pub reports_enabled: bool,
+    /// Cron (UTC) of the daily report; empty: off.
+    pub daily_report_cron: String,
+    /// Cron (UTC) of the month-end report; empty: off.
+    pub month_end_report_cron: String,
+    pub lock_period_on_month_end: bool,
+    /// Cron (UTC) of signed checkpoints; empty: off.
+    pub checkpoint_cron: String,
+    /// Decimal percent of the book balance a count may differ by unflagged.
+    pub tolerance_percent: String,
+    /// Decimal kg a count may differ by unflagged.
+    pub tolerance_kg: String,
+    pub reserve_name: String,
+}
+
 impl Settings {
     /// Loads the layered configuration; `env` is passed in (not read globally) so
     /// tests can load settings without touching the process environment.
@@ -140,6 +161,23 @@ impl Settings {
             self.jobs.poll_secs >= 1,
             "jobs.poll_secs must be at least 1"
         );
+        for (name, expr) in [
+            ("audit.daily_report_cron", &self.audit.daily_report_cron),
+            (
+                "audit.month_end_report_cron",
+                &self.audit.month_end_report_cron,
+            ),
+            ("audit.checkpoint_cron", &self.audit.checkpoint_cron),
+        ] {
+            if !expr.trim().is_empty() {
+                crate::jobs::Schedule::parse(expr).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            }
+        }
+        crate::audit::model::Tolerance::parse(
+            &self.audit.tolerance_percent,
+            &self.audit.tolerance_kg,
+        )
+        .map_err(|e| anyhow::anyhow!("audit.{e}"))?;
         Ok(())
     }
 }

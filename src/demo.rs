@@ -780,6 +780,100 @@ pub fn load_or_create_secret(path: &Path) -> anyhow::Result<(String, bool)> {
     }
 }
 
+/// Where `serve --demo` keeps its audit signing key for this database, beside
+/// the demo secret (`data/reserve.demo-audit-key`).
+pub fn audit_key_path(url: &DatabaseUrl) -> PathBuf {
+    secret_path(url).with_extension("demo-audit-key")
+}
+
+/// Posts `entries` valid entries through `ledger::post`, in postings of a
+/// thousand legs, at a depot `LOAD` it creates: acquisitions over the demo's
+/// twenty materials, every seventh leg a release. For measuring verification at
+/// scale (`reserve load-ledger`); every hash and balance is genuine.
+pub fn load_entries(
+    conn: &mut DbConn,
+    entries: usize,
+    progress: &mut dyn FnMut(usize),
+) -> ApiResult<usize> {
+    const BATCH: usize = 1_000;
+    let code = DepotCode::parse("LOAD").map_err(ApiError::BadRequest)?;
+    let exists: i64 = depots::table
+        .filter(depots::code.eq(code.as_str()))
+        .count()
+        .get_result(conn)?;
+    if exists == 0 {
+        write_transaction(conn, |c| {
+            crate::depots::repo::insert(
+                c,
+                &NewDepot {
+                    code: code.clone(),
+                    name: "Load test depot".into(),
+                    region: "US-Test".into(),
+                    capacity: Grams(1_000_000_000_000_000),
+                    max_drawdown_per_day: Grams(1_000_000_000_000_000),
+                },
+                "load",
+            )
+            .map(|_| ())
+        })?;
+    }
+    let settings = LedgerSettings {
+        max_future_skew_secs: 60,
+        idempotency_retention_days: 30,
+        fiscal_year_start_month: 10,
+    };
+    let keys: Vec<StockpileKey> = HOLDINGS
+        .iter()
+        .map(|(symbol, form, grade, _)| StockpileKey {
+            depot: code.clone(),
+            element: ElementSymbol::parse(symbol).expect("valid demo element"),
+            form: *form,
+            grade: Grade::parse(grade).expect("valid demo grade"),
+        })
+        .collect();
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let mut posted = 0;
+    while posted < entries {
+        let n = BATCH.min(entries - posted);
+        let legs: Vec<Leg> = (0..n)
+            .map(|i| {
+                let at = posted + i;
+                // Releases only after the stockpile's first lap of acquisitions.
+                let release = at % 7 == 6 && at >= 2 * keys.len();
+                Leg {
+                    key: keys[at % keys.len()].clone(),
+                    kind: if release {
+                        EntryKind::Release
+                    } else {
+                        EntryKind::Acquisition
+                    },
+                    quantity: Grams(if release { -500 } else { 1_000 }),
+                    occurred_at: types::now(),
+                    occurred_at_given: false,
+                    details: EntryDetails::default(),
+                    field_prefix: String::new(),
+                }
+            })
+            .collect();
+        let key = format!("load-{run}-{posted}");
+        write_transaction(conn, |c| {
+            post(
+                c,
+                &settings,
+                Posting {
+                    actor: "load",
+                    idempotency_key: &key,
+                    legs,
+                    order: None,
+                },
+            )
+        })?;
+        posted += n;
+        progress(posted);
+    }
+    Ok(posted)
+}
+
 #[cfg(test)]
 mod secret_tests {
     use super::*;

@@ -210,7 +210,11 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        response.body(self.problem().to_string())
+        let mut response = response.body(self.problem().to_string());
+        response
+            .extensions_mut()
+            .insert(crate::audit::trail::ProblemType(self.code()));
+        response
     }
 }
 

@@ -1,6 +1,7 @@
 //! `reserve`: inventory and ledger service for a strategic reserve of rare-earth
 //! elements. `main.rs` is a thin CLI over this library; tests build the same app.
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod db;
@@ -51,6 +52,9 @@ pub struct AppState {
     /// Counts failed authentications, to answer guessers with 429.
     pub throttle: http::throttle::FailureThrottle,
     pub outage: Outage,
+    /// Signs checkpoints and audit reports (`audit.signing_key`); `None` when
+    /// none is configured, and then both answer 503.
+    pub audit_key: Option<audit::signing::AuditKey>,
 }
 
 impl AppState {
@@ -188,6 +192,7 @@ pub fn run(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result
             .configure(configure(state.clone()))
             .default_service(web::to(not_found))
             .wrap(middleware::from_fn(http::throttle::middleware))
+            .wrap(middleware::from_fn(audit::trail::middleware))
             .wrap(middleware::from_fn(http::request_id::middleware))
     })
     .workers(workers)
@@ -224,6 +229,7 @@ pub fn scheduled_jobs(settings: &Settings) -> Vec<jobs::Job> {
             tracing::error!(error = %e, "rules.evaluation_schedule is invalid; rules are not scheduled")
         }
     }
+    jobs.extend(audit::jobs::scheduled(settings));
     jobs
 }
 
@@ -258,6 +264,10 @@ pub fn build_state(settings: Settings, keys: TokenKeys) -> anyhow::Result<web::D
         tracing::info!(?applied, "migrations applied");
     }
     drop(conn);
+    let audit_key = match settings.audit.signing_key.trim() {
+        "" => None,
+        spec => Some(audit::signing::AuditKey::parse(spec)?),
+    };
     let pool = db::pool(
         &url,
         settings.database.pool_size,
@@ -270,6 +280,7 @@ pub fn build_state(settings: Settings, keys: TokenKeys) -> anyhow::Result<web::D
         write_gate: matches!(url, db::DatabaseUrl::Sqlite(_)).then(Default::default),
         throttle: http::throttle::FailureThrottle::new(settings.auth.max_failures_per_minute),
         outage: Outage::default(),
+        audit_key,
         settings,
         in_flight: InFlight::default(),
     }))

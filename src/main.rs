@@ -66,8 +66,49 @@ enum Command {
         #[arg(long, default_value = "8h")]
         ttl: String,
     },
-    /// Recompute hash chains and balances from the ledger and report the first problem.
+    /// Recompute hash chains and balances from the ledger, check them against
+    /// the latest signed checkpoint, and report the first problem. Reads the
+    /// ledger in pages (constant memory); shows a progress bar on a terminal.
     Verify,
+    /// Audit reports: produce one, or check a downloaded one offline.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Post N valid entries through the real posting path at a depot LOAD, in
+    /// postings of a thousand (for measuring `verify` at scale).
+    LoadLedger {
+        #[arg(long)]
+        entries: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Build, sign and store a report for (FROM, TO]; print it as served.
+    Run {
+        /// Period start, RFC 3339 (e.g. 2026-11-01T00:00:00Z).
+        #[arg(long)]
+        from: String,
+        /// Period end, RFC 3339; not in the future.
+        #[arg(long)]
+        to: String,
+    },
+    /// Check a downloaded JSON report offline: its Ed25519 signature and its
+    /// reconciliation; with --ledger, its chain head against a ledger export.
+    Verify {
+        /// The report as served by GET /api/v1/audit-reports/{id}.
+        file: PathBuf,
+        /// The reserve's public key (base64, from GET
+        /// /api/v1/audit-reports/public-key). Without it the key the file
+        /// names is used, which proves integrity but not origin.
+        #[arg(long)]
+        public_key: Option<String>,
+        /// An auditor's ledger export (GET /api/v1/ledger?format=csv&order=asc,
+        /// every page, one header line).
+        #[arg(long)]
+        ledger: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -106,6 +147,8 @@ fn main() -> ExitCode {
             ttl,
         } => token(&settings, &sub, &roles, depots, &ttl),
         Command::Verify => verify(&settings),
+        Command::LoadLedger { entries } => load_ledger(&settings, entries),
+        Command::Audit { command } => audit(&settings, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -164,6 +207,24 @@ fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
         }
     }
     let keys = keys(&settings)?;
+    if settings.audit.signing_key.trim().is_empty() && demo {
+        let url = db::DatabaseUrl::parse(&settings.database.url).map_err(anyhow::Error::msg)?;
+        let path = reserve::demo::audit_key_path(&url);
+        let (seed, created) = reserve::demo::load_or_create_secret(&path)?;
+        settings.audit.signing_key = seed;
+        if created {
+            eprintln!(
+                "demo: generated an audit signing key and kept it in {} (mode 0600)",
+                path.display()
+            );
+        }
+    }
+    anyhow::ensure!(
+        !settings.audit.signing_key.trim().is_empty() || !settings.audit.reports_enabled,
+        "no audit signing key configured: set RESERVE_AUDIT__SIGNING_KEY (a base64 32-byte \
+         Ed25519 seed, or a file holding one), run `serve --demo`, or turn reports off \
+         (RESERVE_AUDIT__REPORTS_ENABLED=false)"
+    );
     let bind = settings.server.bind.clone();
     let state = reserve::build_state(settings, keys.clone())?;
     if demo {
@@ -265,10 +326,157 @@ fn token(
     Ok(())
 }
 
+/// A progress bar on stderr when it is a terminal; none when piped.
+fn progress_bar(len: u64, what: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+        "{what} {{bar:40}} {{pos}}/{{len}} ({{per_sec}}, {{eta}} left)"
+    )) {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
+/// Peak resident set size of this process, in KiB (Linux; `None` elsewhere).
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn verify(settings: &Settings) -> anyhow::Result<()> {
     let mut conn = open(settings)?;
-    let report = reserve::ledger::verify::verify(&mut conn).map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    let trusted_key = match settings.audit.signing_key.trim() {
+        "" => None,
+        spec => Some(reserve::audit::signing::AuditKey::parse(spec)?.public_base64()),
+    };
+    let started = std::time::Instant::now();
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let mut progress = |checked: i64, posted: i64| {
+        let b = bar.get_or_insert_with(|| {
+            progress_bar(posted.max(0) as u64, "verifying")
+                .unwrap_or_else(indicatif::ProgressBar::hidden)
+        });
+        b.set_position(checked.max(0) as u64);
+    };
+    let report = reserve::ledger::verify::verify_with(
+        &mut conn,
+        reserve::ledger::verify::VerifyOptions {
+            trusted_key,
+            progress: Some(&mut progress),
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let mut out = serde_json::to_value(&report)?;
+    if let Some(map) = out.as_object_mut() {
+        map.insert("seconds".into(), serde_json::json!(format!("{seconds:.3}")));
+        map.insert(
+            "entries_per_second".into(),
+            serde_json::json!((report.entries_checked as f64 / seconds.max(1e-9)) as u64),
+        );
+        map.insert("peak_rss_kib".into(), serde_json::json!(peak_rss_kib()));
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
     anyhow::ensure!(report.ok, "the ledger did not verify");
     Ok(())
+}
+
+fn load_ledger(settings: &Settings, entries: usize) -> anyhow::Result<()> {
+    let mut conn = open(settings)?;
+    db::run_migrations(&mut conn)?;
+    let bar = progress_bar(entries as u64, "posting");
+    let started = std::time::Instant::now();
+    let posted = reserve::demo::load_entries(&mut conn, entries, &mut |n| {
+        if let Some(b) = &bar {
+            b.set_position(n as u64);
+        }
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    println!(
+        "posted {posted} entries in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn audit(settings: &Settings, command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Run { from, to } => {
+            let key = reserve::audit::signing::AuditKey::parse(settings.audit.signing_key.trim())
+                .map_err(|e| anyhow::anyhow!("an audit report must be signed: {e}"))?;
+            let parse = |name: &str, v: &str| {
+                reserve::db::types::parse_rfc3339(v).map_err(|e| anyhow::anyhow!("--{name}: {e}"))
+            };
+            let period = reserve::audit::reports::Period {
+                start: parse("from", &from)?,
+                end: parse("to", &to)?,
+            };
+            anyhow::ensure!(period.start < period.end, "--to must be after --from");
+            anyhow::ensure!(
+                period.end <= reserve::db::types::now(),
+                "--to lies in the future: a report is issued once, for a period that is over"
+            );
+            let mut conn = open(settings)?;
+            db::run_migrations(&mut conn)?;
+            let actor = format!(
+                "cli:{}",
+                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+            );
+            let document = db::write_transaction(&mut conn, |c| {
+                let meta = reserve::audit::reports::issue(
+                    c,
+                    settings,
+                    &key,
+                    period,
+                    "on-demand",
+                    &actor,
+                    false,
+                )?;
+                reserve::audit::reports::get(c, meta.id)?.document()
+            })
+            .map_err(|e: reserve::error::ApiError| anyhow::anyhow!("{e}"))?;
+            println!("{}", serde_json::to_string_pretty(&document)?);
+            Ok(())
+        }
+        AuditCommand::Verify {
+            file,
+            public_key,
+            ledger,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let doc: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", file.display()))?;
+            let mut checks = reserve::audit::offline::verify_document(&doc, public_key.as_deref());
+            if let Some(path) = ledger {
+                let export = std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                checks.extend(reserve::audit::offline::verify_against_export(
+                    &doc["report"],
+                    &export,
+                ));
+            }
+            for c in &checks {
+                println!(
+                    "{} {}: {}",
+                    if c.ok { "ok  " } else { "FAIL" },
+                    c.name,
+                    c.detail
+                );
+            }
+            anyhow::ensure!(checks.iter().all(|c| c.ok), "the report did not verify");
+            Ok(())
+        }
+    }
 }

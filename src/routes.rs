@@ -5,8 +5,8 @@ use actix_web::{web, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
 use crate::{
-    depots, docs, elements, flows, health, ledger, orders, periods, policy, rules, stockpiles,
-    summary,
+    audit, depots, docs, elements, flows, health, ledger, orders, periods, policy, rules,
+    stockpiles, summary,
 };
 
 fn method_not_allowed(allow: &str) -> HttpResponse {
@@ -80,6 +80,9 @@ route_table! {
     post "/api/v1/ledger/batch" => ledger::routes::batch,
     get "/api/v1/ledger" => ledger::routes::list,
     get "/api/v1/ledger/verify" => ledger::routes::verify,
+    post "/api/v1/ledger/checkpoints" => audit::routes::create_checkpoint,
+    get "/api/v1/ledger/checkpoints" => audit::routes::list_checkpoints,
+    get "/api/v1/ledger/checkpoints/{id}/proof" => audit::routes::checkpoint_proof,
 
     get "/api/v1/summary" => summary::routes::get,
 
@@ -119,4 +122,15 @@ route_table! {
     get "/api/v1/ceilings" => policy::routes::list_ceilings,
     get "/api/v1/ceilings/{element}/{fiscal_year}" => policy::routes::get_ceiling,
     put "/api/v1/ceilings/{element}/{fiscal_year}" => policy::routes::put_ceiling,
+
+    post "/api/v1/counts" => audit::routes::create_count,
+    get "/api/v1/counts" => audit::routes::list_counts,
+    get "/api/v1/counts/{id}" => audit::routes::get_count,
+    post "/api/v1/counts/{id}/accept" => audit::routes::accept_count,
+    post "/api/v1/counts/{id}/reject" => audit::routes::reject_count,
+    get "/api/v1/audit-trail" => audit::routes::list_trail,
+    post "/api/v1/audit-reports" => audit::routes::create_report,
+    get "/api/v1/audit-reports" => audit::routes::list_reports,
+    get "/api/v1/audit-reports/public-key" => audit::routes::public_key,
+    get "/api/v1/audit-reports/{id}" => audit::routes::get_report,
 }

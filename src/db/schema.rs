@@ -352,11 +352,99 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    counts (id) {
+        id -> BigInt,
+        depot_id -> BigInt,
+        element -> Text,
+        form -> Text,
+        grade -> Text,
+        counted_g -> BigInt,
+        book_g -> BigInt,
+        variance_g -> BigInt,
+        variance_percent -> Nullable<Text>,
+        tolerance_g -> BigInt,
+        flagged -> Bool,
+        counted_at -> Timestamp,
+        method -> Text,
+        note -> Nullable<Text>,
+        counted_by -> Text,
+        recorded_at -> Timestamp,
+        status -> Text,
+        decided_by -> Nullable<Text>,
+        decided_at -> Nullable<Timestamp>,
+        decision_note -> Nullable<Text>,
+        adjustment_sequence -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    audit_trail (id) {
+        id -> BigInt,
+        at -> Timestamp,
+        subject -> Text,
+        roles -> Text,
+        request_id -> Text,
+        method -> Text,
+        route -> Text,
+        path -> Text,
+        status -> Integer,
+        problem_type -> Nullable<Text>,
+        idempotency_key -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    checkpoints (id) {
+        id -> BigInt,
+        created_at -> Timestamp,
+        created_by -> Text,
+        last_sequence -> BigInt,
+        stockpiles -> BigInt,
+        merkle_root -> Text,
+        prev_hash -> Text,
+        hash -> Text,
+        public_key -> Text,
+        signature -> Text,
+    }
+}
+
+diesel::table! {
+    checkpoint_heads (checkpoint_id, leaf_index) {
+        checkpoint_id -> BigInt,
+        leaf_index -> BigInt,
+        stockpile_id -> BigInt,
+        last_sequence -> BigInt,
+        entry_count -> BigInt,
+        balance_g -> BigInt,
+        head_hash -> Text,
+    }
+}
+
+diesel::table! {
+    audit_reports (id) {
+        id -> BigInt,
+        period_start -> Timestamp,
+        period_end -> Timestamp,
+        schedule -> Text,
+        generated_at -> Timestamp,
+        generated_by -> Text,
+        body -> Text,
+        body_sha256 -> Text,
+        public_key -> Text,
+        signature -> Text,
+    }
+}
+
 diesel::joinable!(stockpiles -> depots (depot_id));
 diesel::joinable!(depot_history -> depots (depot_id));
 diesel::joinable!(order_allocations -> depots (depot_id));
 diesel::joinable!(order_allocations -> release_orders (order_id));
 diesel::joinable!(ledger_entries -> stockpiles (stockpile_id));
+
+diesel::joinable!(counts -> depots (depot_id));
+
+diesel::joinable!(checkpoint_heads -> checkpoints (checkpoint_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     elements,
@@ -383,4 +471,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     release_rules,
     release_rule_history,
     rule_evaluations,
+    counts,
+    audit_trail,
+    checkpoints,
+    checkpoint_heads,
+    audit_reports,
 );

@@ -5,9 +5,13 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::Error;
+use actix_web::{Error, HttpMessage};
 
 pub const HEADER: &str = "x-request-id";
+
+/// The request's id, left in its extensions for the audit trail.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
 
 pub async fn middleware(
     req: ServiceRequest,
@@ -28,6 +32,7 @@ pub async fn middleware(
     let method = req.method().to_string();
     let path = req.path().to_string();
     let started = std::time::Instant::now();
+    req.extensions_mut().insert(RequestId(id.clone()));
     let mut res = next.call(req).await?;
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut()

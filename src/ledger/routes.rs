@@ -325,6 +325,17 @@ pub async fn verify(state: web::Data<AppState>, user: AuthUser) -> ApiResult<Htt
             "verifying the ledger needs the auditor or admin role".into(),
         ));
     }
-    let report = state.db(verify::verify).await?;
+    let trusted_key = state.audit_key.as_ref().map(|k| k.public_base64());
+    let report = state
+        .db(move |c| {
+            verify::verify_with(
+                c,
+                verify::VerifyOptions {
+                    trusted_key,
+                    progress: None,
+                },
+            )
+        })
+        .await?;
     Ok(HttpResponse::Ok().json(VerifyResponse { report }))
 }

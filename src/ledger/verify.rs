@@ -20,6 +20,11 @@ use crate::error::ApiResult;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Finding {
+    /// What kind of problem: `gap`, `hash_mismatch`, `balance_mismatch`,
+    /// `behind_checkpoint`, `checkpoint_mismatch`, `checkpoint_invalid`,
+    /// `stockpile_mismatch`, `stockpile_missing`, `depot_mismatch`,
+    /// `drawdown_exceeded` or `period_lock`.
+    pub kind: &'static str,
     /// The first bad entry's sequence, when the problem is in an entry.
     pub sequence: Option<i64>,
     pub stockpile_id: Option<i64>,
@@ -37,6 +42,26 @@ pub struct VerifyReport {
     /// The newest sequence up to which everything checked out.
     pub verified_through: i64,
     pub first_problem: Option<Finding>,
+    /// The latest signed checkpoint the ledger was checked against, if any.
+    pub checkpoint: Option<CheckpointStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointStatus {
+    pub id: i64,
+    pub created_at: String,
+    pub last_sequence: i64,
+    pub merkle_root: String,
+    pub public_key: String,
+}
+
+/// How to verify: the key checkpoints must be signed with (when the caller
+/// has one), and a callback told `(entries checked, entries posted)` after
+/// every page.
+#[derive(Default)]
+pub struct VerifyOptions<'a> {
+    pub trusted_key: Option<String>,
+    pub progress: Option<&'a mut dyn FnMut(i64, i64)>,
 }
 
 #[derive(Default)]
@@ -46,12 +71,19 @@ struct Running {
     count: i64,
 }
 
-const PAGE: i64 = 5_000;
+/// Entries read per query: memory stays bounded by one page (plus one running
+/// head per stockpile and one total per depot and day), however long the
+/// ledger.
+pub const PAGE: i64 = 5_000;
 
 /// Verifies one consistent snapshot of the whole ledger, so writers running
 /// meanwhile cannot produce false alarms.
 pub fn verify(conn: &mut DbConn) -> ApiResult<VerifyReport> {
-    crate::db::read_transaction(conn, verify_snapshot)
+    verify_with(conn, VerifyOptions::default())
+}
+
+pub fn verify_with(conn: &mut DbConn, opts: VerifyOptions<'_>) -> ApiResult<VerifyReport> {
+    crate::db::read_transaction(conn, |c| verify_snapshot(c, opts))
 }
 
 /// What a stockpile row says it is, with its depot.
@@ -87,18 +119,24 @@ fn check_entry(
     expected_sequence: i64,
     stockpile: Option<&StockpileRow>,
     running: &mut BTreeMap<i64, Running>,
-) -> Result<(), String> {
+) -> Result<(), (&'static str, String)> {
     if e.sequence != expected_sequence {
-        return Err(format!(
-            "sequence {} follows {}: entries are missing",
-            e.sequence,
-            expected_sequence - 1
+        return Err((
+            "gap",
+            format!(
+                "sequence {} follows {}: entries are missing",
+                e.sequence,
+                expected_sequence - 1
+            ),
         ));
     }
     let Some(stockpile) = stockpile else {
-        return Err(format!(
-            "the entry refers to stockpile {}, which does not exist",
-            e.stockpile_id
+        return Err((
+            "stockpile_missing",
+            format!(
+                "the entry refers to stockpile {}, which does not exist",
+                e.stockpile_id
+            ),
         ));
     };
     let r = running.entry(e.stockpile_id).or_insert_with(|| Running {
@@ -106,32 +144,92 @@ fn check_entry(
         ..Default::default()
     });
     if e.prev_hash != r.head {
-        return Err("prev_hash does not match the previous entry of its stockpile".into());
+        return Err((
+            "hash_mismatch",
+            "prev_hash does not match the previous entry of its stockpile".into(),
+        ));
     }
     if e.chained(stockpile.identity()).hash(&e.prev_hash) != e.hash {
-        return Err(format!(
-            "hash does not match the entry's contents and its stockpile's identity \
+        return Err((
+            "hash_mismatch",
+            format!(
+                "hash does not match the entry's contents and its stockpile's identity \
              (now {} {} grade {} at {}): the entry, or the stockpile's depot, element, \
              form or grade, was changed",
-            stockpile.element, stockpile.form, stockpile.grade, stockpile.depot
+                stockpile.element, stockpile.form, stockpile.grade, stockpile.depot
+            ),
         ));
     }
     r.balance += e.quantity_g;
     if e.balance_after_g != r.balance {
-        return Err(format!(
-            "balance_after is {} g but the running sum is {} g",
-            e.balance_after_g, r.balance
+        return Err((
+            "balance_mismatch",
+            format!(
+                "balance_after is {} g but the running sum is {} g",
+                e.balance_after_g, r.balance
+            ),
         ));
     }
     if r.balance < 0 {
-        return Err("balance is negative".into());
+        return Err(("balance_mismatch", "balance is negative".into()));
     }
     r.head = e.hash.clone();
     r.count += 1;
     Ok(())
 }
 
-fn verify_snapshot(conn: &mut DbConn) -> ApiResult<VerifyReport> {
+/// The latest checkpoint, checked on its own, with its heads by stockpile.
+struct Anchor {
+    status: CheckpointStatus,
+    id: i64,
+    heads: BTreeMap<i64, crate::audit::merkle::Head>,
+}
+
+fn load_anchor(
+    conn: &mut DbConn,
+    trusted: Option<&str>,
+) -> ApiResult<Result<Option<Anchor>, Finding>> {
+    use crate::audit::checkpoints;
+    let invalid = |problem: String| Finding {
+        kind: "checkpoint_invalid",
+        sequence: None,
+        stockpile_id: None,
+        depot_id: None,
+        problem,
+    };
+    if let Some(problem) = checkpoints::check_links(conn)? {
+        return Ok(Err(invalid(problem)));
+    }
+    let Some(row) = checkpoints::latest(conn)? else {
+        return Ok(Ok(None));
+    };
+    let heads = checkpoints::heads_of(conn, row.id)?;
+    if let Err(problem) = checkpoints::check(&row, &heads, trusted) {
+        return Ok(Err(invalid(problem)));
+    }
+    Ok(Ok(Some(Anchor {
+        status: CheckpointStatus {
+            id: row.id,
+            created_at: types::rfc3339(types::from_db(row.created_at)),
+            last_sequence: row.last_sequence,
+            merkle_root: row.merkle_root.clone(),
+            public_key: row.public_key.clone(),
+        },
+        id: row.id,
+        heads: heads.iter().map(|h| (h.stockpile_id, h.head())).collect(),
+    })))
+}
+
+/// Verifies inside the caller's transaction (which should see one snapshot).
+pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiResult<VerifyReport> {
+    let posted: i64 = ledger_head::table
+        .select(ledger_head::last_sequence)
+        .first(conn)?;
+    let (anchor, anchor_problem) = match load_anchor(conn, opts.trusted_key.as_deref())? {
+        Ok(a) => (a, None),
+        Err(f) => (None, Some(f)),
+    };
+    let checkpoint = anchor.as_ref().map(|a| a.status.clone());
     let identities: BTreeMap<i64, StockpileRow> = stockpiles::table
         .inner_join(depots::table)
         .select((
@@ -176,8 +274,14 @@ fn verify_snapshot(conn: &mut DbConn) -> ApiResult<VerifyReport> {
         for e in &rows {
             checked += 1;
             let stockpile = identities.get(&e.stockpile_id);
-            if let Err(problem) = check_entry(e, verified_through + 1, stockpile, &mut running) {
+            let checked_entry = check_entry(e, verified_through + 1, stockpile, &mut running)
+                .and_then(|()| match anchor.as_ref() {
+                    Some(a) => check_against_anchor(e, a, &running),
+                    None => Ok(()),
+                });
+            if let Err((kind, problem)) = checked_entry {
                 first_problem = Some(Finding {
+                    kind,
                     sequence: Some(e.sequence),
                     stockpile_id: Some(e.stockpile_id),
                     depot_id: None,
@@ -198,6 +302,34 @@ fn verify_snapshot(conn: &mut DbConn) -> ApiResult<VerifyReport> {
                 d.last_recorded_at = e.recorded_at;
             }
         }
+        if let Some(progress) = opts.progress.as_mut() {
+            progress(checked, posted);
+        }
+    }
+    // A stockpile whose chain ends before the head the checkpoint signed lost
+    // its newest entries: the chain alone cannot show that.
+    if first_problem.is_none() {
+        if let Some(a) = &anchor {
+            for (stockpile_id, h) in &a.heads {
+                let reached = running.get(stockpile_id).map(|r| r.count).unwrap_or(0);
+                if reached < h.entry_count {
+                    first_problem = Some(Finding {
+                        kind: "behind_checkpoint",
+                        sequence: Some(h.last_sequence),
+                        stockpile_id: Some(*stockpile_id),
+                        depot_id: None,
+                        problem: format!(
+                            "the stockpile's chain holds {reached} entries, but checkpoint {} signed its head at sequence {} after {} entries (hash {}): its newest entries were deleted",
+                            a.id, h.last_sequence, h.entry_count, h.head_hash
+                        ),
+                    });
+                    break;
+                }
+            }
+        }
+    }
+    if first_problem.is_none() {
+        first_problem = anchor_problem;
     }
     let stockpile_rows: Vec<(i64, i64, i64, i64, String, i64)> = stockpiles::table
         .select((
@@ -214,6 +346,7 @@ fn verify_snapshot(conn: &mut DbConn) -> ApiResult<VerifyReport> {
         .first(conn)?;
     if first_problem.is_none() && head != verified_through {
         first_problem = Some(Finding {
+            kind: "gap",
             sequence: Some(head),
             stockpile_id: None,
             depot_id: None,
@@ -251,6 +384,7 @@ fn verify_snapshot(conn: &mut DbConn) -> ApiResult<VerifyReport> {
         };
         if let Some(problem) = problem {
             first_problem = Some(Finding {
+                kind: "stockpile_mismatch",
                 sequence: None,
                 stockpile_id: Some(*id),
                 depot_id: None,
@@ -261,6 +395,7 @@ fn verify_snapshot(conn: &mut DbConn) -> ApiResult<VerifyReport> {
     if first_problem.is_none() {
         if let Some((id, _)) = running.iter().next() {
             first_problem = Some(Finding {
+                kind: "stockpile_missing",
                 sequence: None,
                 stockpile_id: Some(*id),
                 depot_id: None,
@@ -296,6 +431,7 @@ fn verify_snapshot(conn: &mut DbConn) -> ApiResult<VerifyReport> {
             };
             if let Some(problem) = problem {
                 first_problem = Some(Finding {
+                    kind: "depot_mismatch",
                     sequence: None,
                     stockpile_id: None,
                     depot_id: Some(id),
@@ -318,7 +454,39 @@ fn verify_snapshot(conn: &mut DbConn) -> ApiResult<VerifyReport> {
         last_sequence: head,
         verified_through,
         first_problem,
+        checkpoint,
     })
+}
+
+/// The entry at a checkpointed head must be the one the checkpoint signed.
+fn check_against_anchor(
+    e: &EntryRow,
+    anchor: &Anchor,
+    running: &BTreeMap<i64, Running>,
+) -> Result<(), (&'static str, String)> {
+    let Some(h) = anchor.heads.get(&e.stockpile_id) else {
+        return Ok(());
+    };
+    let Some(r) = running.get(&e.stockpile_id) else {
+        return Ok(());
+    };
+    let at_head = e.sequence == h.last_sequence || r.count == h.entry_count;
+    if at_head
+        && (e.sequence != h.last_sequence
+            || r.count != h.entry_count
+            || e.hash != h.head_hash
+            || e.balance_after_g != h.balance_g)
+    {
+        return Err((
+            "checkpoint_mismatch",
+            format!(
+                "checkpoint {} signed this stockpile's head as sequence {} after {} entries, balance {} g, hash {}; the ledger has sequence {} after {} entries, balance {} g, hash {}",
+                anchor.id, h.last_sequence, h.entry_count, h.balance_g, h.head_hash,
+                e.sequence, r.count, e.balance_after_g, e.hash
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn is_outflow(kind: &str) -> bool {
@@ -360,6 +528,7 @@ fn check_drawdown_days(
             .map(|(_, limit)| *limit)
         else {
             return Ok(Some(Finding {
+                kind: "drawdown_exceeded",
                 sequence: Some(d.last_sequence),
                 stockpile_id: None,
                 depot_id: Some(*depot_id),
@@ -368,6 +537,7 @@ fn check_drawdown_days(
         };
         if d.shipped_g > limit {
             return Ok(Some(Finding {
+                kind: "drawdown_exceeded",
                 sequence: Some(d.last_sequence),
                 stockpile_id: None,
                 depot_id: Some(*depot_id),
@@ -400,6 +570,7 @@ fn check_period_locks(conn: &mut DbConn) -> ApiResult<Option<Finding>> {
             .optional()?;
         if let Some((sequence, stockpile_id)) = early {
             return Ok(Some(Finding {
+                kind: "period_lock",
                 sequence: Some(sequence),
                 stockpile_id: Some(stockpile_id),
                 depot_id: None,

@@ -65,6 +65,28 @@ pub struct Summary {
     pub totals: Totals,
     pub elements: Vec<ElementSummary>,
     pub depots: Vec<DepotSummary>,
+    /// Physical counts beyond tolerance still awaiting a decision.
+    pub open_flagged_counts: FlaggedCounts,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FlaggedCounts {
+    pub total: i64,
+    /// The oldest few, so a dashboard can link to them.
+    pub items: Vec<FlaggedCount>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FlaggedCount {
+    pub id: i64,
+    pub depot: String,
+    pub element: String,
+    pub form: String,
+    pub grade: String,
+    pub counted_at: String,
+    pub book_kg: String,
+    pub counted_kg: String,
+    pub variance_kg: String,
 }
 
 /// Sums per element. Element masses are kept in gram·ppm (exact) and truncated
@@ -197,6 +219,24 @@ pub fn build(conn: &mut DbConn) -> ApiResult<Summary> {
                 },
             )
             .collect();
+        let (flagged_total, flagged) = crate::audit::counts::open_flagged(conn, 20)?;
+        let open_flagged_counts = FlaggedCounts {
+            total: flagged_total,
+            items: flagged
+                .into_iter()
+                .map(|(c, depot)| FlaggedCount {
+                    id: c.id,
+                    depot,
+                    element: c.element,
+                    form: c.form,
+                    grade: c.grade,
+                    counted_at: types::rfc3339(types::from_db(c.counted_at)),
+                    book_kg: Grams(c.book_g).to_kg_string(),
+                    counted_kg: Grams(c.counted_g).to_kg_string(),
+                    variance_kg: Grams(c.variance_g).to_kg_string(),
+                })
+                .collect(),
+        };
         Ok(Summary {
             generated_at: types::rfc3339(types::now()),
             last_sequence,
@@ -210,6 +250,7 @@ pub fn build(conn: &mut DbConn) -> ApiResult<Summary> {
             },
             elements,
             depots,
+            open_flagged_counts,
         })
     })
 }

@@ -15,6 +15,9 @@ use serde_json::{json, Value};
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
 
+/// The audit signing key's seed in tests: 32 bytes of 7, base64.
+pub const AUDIT_SEED: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -153,6 +156,11 @@ pub fn test_settings(url: &str) -> Settings {
     // Scheduled work would run at unpredictable moments of a test; the tests
     // of the scheduler turn it on themselves.
     settings.jobs.enabled = false;
+    settings.audit.signing_key = AUDIT_SEED.into();
+    // Scheduled checkpoints and reports only where a test asks for them.
+    settings.audit.daily_report_cron = String::new();
+    settings.audit.month_end_report_cron = String::new();
+    settings.audit.checkpoint_cron = String::new();
     settings
 }
 

@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{TestDb, SECRET};
+use crate::helpers::{TestDb, AUDIT_SEED, SECRET};
 
 pub struct Replica {
     pub port: u16,
@@ -37,6 +37,7 @@ impl Replica {
             ])
             .env("RESERVE_DATABASE_URL", &self.db_url)
             .env("RESERVE_JWT_SECRET", SECRET)
+            .env("RESERVE_AUDIT__SIGNING_KEY", AUDIT_SEED)
             .env("RESERVE_DATABASE__POOL_SIZE", "8")
             .env("RUST_LOG", "warn")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -94,17 +95,18 @@ impl Cluster {
     /// Starts every replica at once on `db` as it is: on a fresh database they
     /// race to apply the migrations.
     pub async fn start_unmigrated(db: TestDb, replicas: usize) -> Cluster {
-        Self::start_unmigrated_with(db, replicas, &[]).await
+        Self::start_with_env(db, replicas, &[]).await
     }
 
     /// Starts migrated replicas with extra settings (`RESERVE_SECTION__KEY`).
     pub async fn start_with(db: TestDb, replicas: usize, env: &[(&str, &str)]) -> Cluster {
         let url = reserve::db::DatabaseUrl::parse(db.url()).expect("url");
         reserve::db::run_migrations(&mut reserve::db::open(&url).expect("open")).expect("migrate");
-        Self::start_unmigrated_with(db, replicas, env).await
+        Self::start_with_env(db, replicas, env).await
     }
 
-    async fn start_unmigrated_with(db: TestDb, replicas: usize, env: &[(&str, &str)]) -> Cluster {
+    /// Starts `replicas` on `db` as it is, each with `env` set.
+    pub async fn start_with_env(db: TestDb, replicas: usize, env: &[(&str, &str)]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut cluster = Cluster {
             replicas: (0..replicas)

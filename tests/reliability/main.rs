@@ -8,6 +8,7 @@
 #[path = "../api/helpers.rs"]
 mod helpers;
 
+mod audit;
 mod bank;
 mod cluster;
 mod outage;
