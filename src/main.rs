@@ -69,7 +69,11 @@ enum Command {
     /// Recompute hash chains and balances from the ledger, check them against
     /// the latest signed checkpoint, and report the first problem. Reads the
     /// ledger in pages (constant memory); shows a progress bar on a terminal.
-    Verify,
+    Verify {
+        /// Also print the time taken, entries per second and peak RSS.
+        #[arg(long)]
+        stats: bool,
+    },
     /// Audit reports: produce one, or check a downloaded one offline.
     Audit {
         #[command(subcommand)]
@@ -146,7 +150,7 @@ fn main() -> ExitCode {
             depots,
             ttl,
         } => token(&settings, &sub, &roles, depots, &ttl),
-        Command::Verify => verify(&settings),
+        Command::Verify { stats } => verify(&settings, stats),
         Command::LoadLedger { entries } => load_ledger(&settings, entries),
         Command::Audit { command } => audit(&settings, command),
     };
@@ -207,6 +211,11 @@ fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
         }
     }
     let keys = keys(&settings)?;
+    if demo {
+        // The walk-through backdates entries and sets its own period lock; a
+        // month-end report closing the books at start-up would refuse them.
+        settings.audit.lock_period_on_month_end = false;
+    }
     if settings.audit.signing_key.trim().is_empty() && demo {
         let url = db::DatabaseUrl::parse(&settings.database.url).map_err(anyhow::Error::msg)?;
         let path = reserve::demo::audit_key_path(&url);
@@ -348,7 +357,7 @@ fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn verify(settings: &Settings) -> anyhow::Result<()> {
+fn verify(settings: &Settings, stats: bool) -> anyhow::Result<()> {
     let mut conn = open(settings)?;
     let trusted_key = match settings.audit.signing_key.trim() {
         "" => None,
@@ -376,7 +385,7 @@ fn verify(settings: &Settings) -> anyhow::Result<()> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let mut out = serde_json::to_value(&report)?;
-    if let Some(map) = out.as_object_mut() {
+    if let Some(map) = out.as_object_mut().filter(|_| stats) {
         map.insert("seconds".into(), serde_json::json!(format!("{seconds:.3}")));
         map.insert(
             "entries_per_second".into(),

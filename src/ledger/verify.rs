@@ -52,7 +52,6 @@ pub struct CheckpointStatus {
     pub created_at: String,
     pub last_sequence: i64,
     pub merkle_root: String,
-    pub public_key: String,
 }
 
 /// How to verify: the key checkpoints must be signed with (when the caller
@@ -213,7 +212,6 @@ fn load_anchor(
             created_at: types::rfc3339(types::from_db(row.created_at)),
             last_sequence: row.last_sequence,
             merkle_root: row.merkle_root.clone(),
-            public_key: row.public_key.clone(),
         },
         id: row.id,
         heads: heads.iter().map(|h| (h.stockpile_id, h.head())).collect(),
