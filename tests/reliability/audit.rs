@@ -5,7 +5,7 @@ use std::time::Duration;
 use diesel::prelude::*;
 
 use crate::cluster::Cluster;
-use crate::helpers::{postgres_skipped, TestDb};
+use crate::helpers::{postgres_skipped, spawn_app_with, Backend, TestDb};
 
 #[derive(QueryableByName, Debug)]
 #[allow(dead_code)] // period_end is read through Debug, in failure messages
@@ -16,15 +16,11 @@ struct PeriodCount {
     n: i64,
 }
 
-/// Two `reserve serve` processes on one PostgreSQL database, a report every
-/// two seconds, each replica looking every second: every period gets exactly
+/// Two `reserve serve` processes on one database, a report every two
+/// seconds, each replica looking every second: every period gets exactly
 /// one report, whichever replica claims it.
-#[actix_rt::test]
-async fn two_replicas_produce_exactly_one_report_per_scheduled_period() {
-    if postgres_skipped() {
-        return;
-    }
-    let db = TestDb::new(crate::helpers::Backend::Postgres);
+async fn two_replicas_produce_exactly_one_report_per_scheduled_period(backend: Backend) {
+    let db = TestDb::new(backend);
     let url = reserve::db::DatabaseUrl::parse(db.url()).unwrap();
     reserve::db::run_migrations(&mut reserve::db::open(&url).unwrap()).unwrap();
     let cluster = Cluster::start_with_env(
@@ -40,9 +36,7 @@ async fn two_replicas_produce_exactly_one_report_per_scheduled_period() {
     .await;
     actix_rt::time::sleep(Duration::from_secs(9)).await;
     let mut conn = reserve::db::establish(&url).unwrap();
-    let reserve::db::DbConn::Postgres(pg) = &mut conn else {
-        unreachable!()
-    };
+    let pg = &mut conn;
     let per_period: Vec<PeriodCount> = diesel::sql_query(
         "SELECT period_end, COUNT(*) AS n FROM audit_reports GROUP BY period_end ORDER BY period_end",
     )
@@ -81,4 +75,136 @@ async fn two_replicas_produce_exactly_one_report_per_scheduled_period() {
         .n;
     assert_eq!(claims as usize, spans.len());
     drop(cluster);
+}
+
+mod two_replicas_one_report_per_period {
+    #[actix_rt::test]
+    async fn sqlite() {
+        super::two_replicas_produce_exactly_one_report_per_scheduled_period(
+            crate::helpers::Backend::Sqlite,
+        )
+        .await
+    }
+    #[actix_rt::test]
+    async fn postgres() {
+        if super::postgres_skipped() {
+            return;
+        }
+        super::two_replicas_produce_exactly_one_report_per_scheduled_period(
+            crate::helpers::Backend::Postgres,
+        )
+        .await
+    }
+}
+
+/// Reports of `schedule`, as (period_start, period_end), oldest first.
+fn reports(
+    app: &crate::helpers::TestApp,
+    schedule: &str,
+) -> Vec<(chrono::NaiveDateTime, chrono::NaiveDateTime)> {
+    use reserve::db::schema::audit_reports as r;
+    let mut conn = app.state.pool.get().unwrap();
+    r::table
+        .filter(r::schedule.eq(schedule))
+        .order(r::period_end.asc())
+        .select((r::period_start, r::period_end))
+        .load(&mut *conn)
+        .unwrap()
+}
+
+/// The daily report last ran three days ago and every replica has been down
+/// since: the next start produces the three missed days, oldest first, each
+/// once. The month-end report closes the books at its period's end.
+async fn missed_periods_are_produced_at_start_and_month_end_locks(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.audit.daily_report_cron = "0 0 0 * * *".into();
+        s.audit.month_end_report_cron = "0 0 0 1 * *".into();
+        s.audit.lock_period_on_month_end = true;
+    })
+    .await;
+    let jobs = reserve::scheduled_jobs(&app.state.settings);
+    let job = |name: &str| jobs.iter().find(|j| j.name == name).unwrap().clone();
+    let midnight = chrono::Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    let day = chrono::Duration::days(1);
+    {
+        use reserve::db::schema::job_claims as jc;
+        let mut conn = app.state.pool.get().unwrap();
+        diesel::insert_into(jc::table)
+            .values((
+                jc::job.eq("audit.report.daily"),
+                jc::slot.eq(midnight - day * 3),
+                jc::claimed_by.eq("a replica long gone"),
+                jc::claimed_at.eq(midnight - day * 3),
+                jc::finished_at.eq(midnight - day * 3),
+                jc::outcome.eq("report before the outage"),
+            ))
+            .execute(&mut *conn)
+            .unwrap();
+    }
+    let replica: std::sync::Arc<str> = "test".into();
+    let daily = job("audit.report.daily");
+    reserve::jobs::runner::run_due(&app.state, &daily, &replica).await;
+    reserve::jobs::runner::run_due(&app.state, &daily, &replica).await;
+    assert_eq!(
+        reports(&app, "daily"),
+        vec![
+            (midnight - day * 3, midnight - day * 2),
+            (midnight - day * 2, midnight - day),
+            (midnight - day, midnight),
+        ]
+    );
+
+    let month_end = job("audit.report.month_end");
+    reserve::jobs::runner::run_due(&app.state, &month_end, &replica).await;
+    let first_of_month = chrono::NaiveDate::from_ymd_opt(
+        chrono::Datelike::year(&midnight),
+        chrono::Datelike::month(&midnight),
+        1,
+    )
+    .unwrap()
+    .and_hms_opt(0, 0, 0)
+    .unwrap();
+    let monthly = reports(&app, "month-end");
+    assert_eq!(monthly.len(), 1, "{monthly:?}");
+    assert_eq!(monthly[0].1, first_of_month);
+    let locks = app
+        .get("/api/v1/period-locks", &app.auditor)
+        .await
+        .expect(200)
+        .body;
+    let newest = locks["items"][0]["locked_before"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        newest.starts_with(
+            &first_of_month
+                .format("%Y-%m-%dT00:00:00.000001")
+                .to_string()
+        ),
+        "the month-end report locks its period: {locks}"
+    );
+}
+
+mod missed_periods {
+    #[actix_rt::test]
+    async fn sqlite() {
+        super::missed_periods_are_produced_at_start_and_month_end_locks(
+            crate::helpers::Backend::Sqlite,
+        )
+        .await
+    }
+    #[actix_rt::test]
+    async fn postgres() {
+        if super::postgres_skipped() {
+            return;
+        }
+        super::missed_periods_are_produced_at_start_and_month_end_locks(
+            crate::helpers::Backend::Postgres,
+        )
+        .await
+    }
 }
