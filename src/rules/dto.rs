@@ -295,11 +295,7 @@ impl RuleRequest {
                 chrono::Utc::now().date_naive(),
             );
             if let Err(ApiError::Validation(errors)) = sample.validate() {
-                e.extend(
-                    errors
-                        .into_iter()
-                        .filter(|f| f.field != "return_due" || self.return_after_days.is_some()),
-                );
+                e.extend(errors.into_iter().filter(|f| f.field != "return_due"));
             }
         }
         if !e.is_empty() {
@@ -357,11 +353,13 @@ pub fn order_request(
         law: None,
         fiscal_year: None,
         premium_percent: t.premium_percent.clone(),
-        return_due: t.return_after_days.map(|d| {
-            (today + Duration::days(i64::from(d)))
-                .format("%Y-%m-%d")
-                .to_string()
-        }),
+        // Out of range is refused by the rule's own validation; never let it
+        // overflow the calendar here.
+        return_due: t
+            .return_after_days
+            .filter(|d| (1..=3660).contains(d))
+            .and_then(|d| today.checked_add_signed(Duration::days(i64::from(d))))
+            .map(|due| due.format("%Y-%m-%d").to_string()),
         late_premium_percent_per_day: t.late_premium_percent_per_day.clone(),
     }
 }

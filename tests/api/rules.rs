@@ -486,6 +486,18 @@ async fn rules_keep_every_change_behind_if_match(backend: Backend) {
         .await
         .expect(422);
     assert_eq!(r.error_fields(), vec!["return_after_days"]);
+    // Found by fuzzing: a return date millions of days away overflowed the
+    // calendar while the sample order was built, and the request died.
+    let far = rule(
+        "Nd",
+        json!({"order_kind": "exchange", "method": null, "counterparty": "Acme Magnetics",
+               "premium_percent": "5", "return_after_days": -96486079}),
+    );
+    let r = app
+        .post_new("/api/v1/release-rules", &app.admin, &far)
+        .await
+        .expect(422);
+    assert_eq!(r.error_fields(), vec!["return_after_days"]);
 
     // Deleted: gone from reads and lists, its history kept.
     app.delete(&path, &app.admin, None).await.expect(428);
