@@ -446,6 +446,33 @@ diesel::joinable!(counts -> depots (depot_id));
 
 diesel::joinable!(checkpoint_heads -> checkpoints (checkpoint_id));
 
+diesel::table! {
+    events (id) {
+        id -> BigInt,
+        after_sequence -> Nullable<BigInt>,
+        sub -> Nullable<BigInt>,
+        kind -> Text,
+        element -> Nullable<Text>,
+        depot -> Nullable<Text>,
+        subject -> Nullable<Text>,
+        at -> Timestamp,
+        data -> Text,
+    }
+}
+
+diesel::table! {
+    event_tickets (ticket_hash) {
+        ticket_hash -> Text,
+        subject -> Text,
+        roles -> Text,
+        depots -> Nullable<Text>,
+        token_expires_at -> Timestamp,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     elements,
     forms,
@@ -476,4 +503,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     checkpoints,
     checkpoint_heads,
     audit_reports,
+    events,
+    event_tickets,
 );
