@@ -20,8 +20,8 @@ UPDATE `element_policies` SET `version` = `element_policies`.`version` WHERE (`e
 SELECT `ceilings`.`acquire_max_g`, `ceilings`.`dispose_max_g` FROM `ceilings` WHERE ((`ceilings`.`element` = :element) AND (`ceilings`.`fiscal_year` = :fiscal_year)) LIMIT :one;
 UPDATE `ledger_head` SET `last_sequence` = (`ledger_head`.`last_sequence` + :one) WHERE (`ledger_head`.`id` = :one) RETURNING `last_sequence` \gset h_
 SELECT max(`period_locks`.`locked_before`) FROM `period_locks` LIMIT :one;
-INSERT INTO `ledger_entries` (`sequence`, `stockpile_id`, `kind`, `quantity_g`, `balance_after_g`, `occurred_at`, `recorded_at`, `actor`, `idempotency_key`, `movement_id`, `prev_hash`, `hash`) VALUES (:h_last_sequence, :stockpile_id, :kind_in, :quantity_in, :s_on_hand_g, :now, :now, :actor, :key, :key, :s_head_hash, :hash);
-UPDATE `stockpiles` SET `head_hash` = :hash, `entry_count` = (`stockpiles`.`entry_count` + :one) WHERE (`stockpiles`.`id` = :stockpile_id);
+INSERT INTO `ledger_entries` (`sequence`, `stockpile_id`, `kind`, `quantity_g`, `balance_after_g`, `occurred_at`, `recorded_at`, `actor`, `idempotency_key`, `movement_id`, `prev_hash`, `hash`) VALUES (:h_last_sequence, :stockpile_id, :kind_in, :quantity_in, :s_on_hand_g, :now, :now, :actor, :key, :key, :s_head_hash, :entry_hash);
+UPDATE `stockpiles` SET `head_hash` = :entry_hash, `entry_count` = (`stockpiles`.`entry_count` + :one) WHERE (`stockpiles`.`id` = :stockpile_id);
 INSERT INTO `idempotency_records` (`subject`, `idempotency_key`, `request_hash`, `response_status`, `response_body`, `created_at`) VALUES (:subject, :key, :hash, :status, :response_body, :now);
 COMMIT;
 \else
@@ -38,8 +38,8 @@ UPDATE `element_policies` SET `version` = `element_policies`.`version` WHERE (`e
 SELECT `ceilings`.`acquire_max_g`, `ceilings`.`dispose_max_g` FROM `ceilings` WHERE ((`ceilings`.`element` = :element) AND (`ceilings`.`fiscal_year` = :fiscal_year)) LIMIT :one;
 UPDATE `ledger_head` SET `last_sequence` = (`ledger_head`.`last_sequence` + :one) WHERE (`ledger_head`.`id` = :one) RETURNING `last_sequence` \gset h_
 SELECT max(`period_locks`.`locked_before`) FROM `period_locks` LIMIT :one;
-INSERT INTO `ledger_entries` (`sequence`, `stockpile_id`, `kind`, `quantity_g`, `balance_after_g`, `occurred_at`, `recorded_at`, `actor`, `idempotency_key`, `movement_id`, `prev_hash`, `hash`) VALUES (:h_last_sequence, :stockpile_id, :kind_out, :quantity_out, :s_on_hand_g, :now, :now, :actor, :key, :key, :s_head_hash, :hash);
-UPDATE `stockpiles` SET `head_hash` = :hash, `entry_count` = (`stockpiles`.`entry_count` + :one) WHERE (`stockpiles`.`id` = :stockpile_id);
+INSERT INTO `ledger_entries` (`sequence`, `stockpile_id`, `kind`, `quantity_g`, `balance_after_g`, `occurred_at`, `recorded_at`, `actor`, `idempotency_key`, `movement_id`, `prev_hash`, `hash`) VALUES (:h_last_sequence, :stockpile_id, :kind_out, :quantity_out, :s_on_hand_g, :now, :now, :actor, :key, :key, :s_head_hash, :entry_hash);
+UPDATE `stockpiles` SET `head_hash` = :entry_hash, `entry_count` = (`stockpiles`.`entry_count` + :one) WHERE (`stockpiles`.`id` = :stockpile_id);
 INSERT INTO `idempotency_records` (`subject`, `idempotency_key`, `request_hash`, `response_status`, `response_body`, `created_at`) VALUES (:subject, :key, :hash, :status, :response_body, :now);
 COMMIT;
 \endif
