@@ -535,10 +535,10 @@ fn batch(c: usize, i: u64) -> Req {
 
 // ------------------------------------------------------------ PostgreSQL
 
-/// The ids the limit scripts need, read from the database.
-fn stockpile_ids(url: &str) -> Vec<(i64, i64, String, String)> {
+/// The ids the limit scripts need, read from the database: (stockpile id,
+/// depot id, depot code, element) of the 85 benchmark stockpiles.
+fn stockpile_ids(conn: &mut reserve::db::DbConn) -> QueryResult<Vec<(i64, i64, String, String)>> {
     use reserve::db::schema::{depots, stockpiles};
-    let mut conn = PgConnection::establish(url).expect("connect");
     stockpiles::table
         .inner_join(depots::table)
         .filter(depots::code.like("B0%"))
@@ -549,8 +549,7 @@ fn stockpile_ids(url: &str) -> Vec<(i64, i64, String, String)> {
             stockpiles::element,
         ))
         .order(stockpiles::id)
-        .load(&mut conn)
-        .expect("stockpiles")
+        .load(conn)
 }
 
 /// pgbench over the posting script: one copy of it per stockpile (pgbench
@@ -705,7 +704,7 @@ async fn postgres_run(o: &Opts) -> Vec<Row> {
     )
     .await;
     let rss1 = server.peak_rss_mib();
-    let sp = stockpile_ids(&url);
+    let sp = stockpile_ids(&mut open(&url)).expect("stockpiles");
     let limit1 = pgbench(&limit_url, o.clients, o.seconds, &sp);
     let mut r1 = with_limit(
         load_row(
@@ -885,9 +884,13 @@ async fn large_ledger(
     rows
 }
 
+fn open(url: &str) -> reserve::db::DbConn {
+    reserve::db::open(&reserve::db::DatabaseUrl::parse(url).expect("a database URL")).expect("open")
+}
+
 fn ledger_len(url: &str) -> i64 {
     use reserve::db::schema::ledger_head;
-    let mut conn = reserve::db::open(&reserve::db::DatabaseUrl::parse(url).unwrap()).unwrap();
+    let mut conn = open(url);
     ledger_head::table
         .select(ledger_head::last_sequence)
         .first(&mut conn)
@@ -896,7 +899,7 @@ fn ledger_len(url: &str) -> i64 {
 
 fn deepest_stockpile(url: &str) -> i64 {
     use reserve::db::schema::stockpiles;
-    let mut conn = reserve::db::open(&reserve::db::DatabaseUrl::parse(url).unwrap()).unwrap();
+    let mut conn = open(url);
     stockpiles::table
         .select(stockpiles::id)
         .order(stockpiles::entry_count.desc())
@@ -953,7 +956,7 @@ fn write_chain_bytes(url: &str, file: &std::path::Path) -> u64 {
     use reserve::ledger::chain::StockpileIdentity;
     use reserve::ledger::repo::EntryRow;
     use std::io::Write;
-    let mut conn = reserve::db::open(&reserve::db::DatabaseUrl::parse(url).unwrap()).unwrap();
+    let mut conn = open(url);
     let ids: BTreeMap<i64, (String, String, String, String)> = stockpiles::table
         .inner_join(depots::table)
         .select((
@@ -1057,6 +1060,7 @@ fn sqlite_limit(url: &str, seconds: f64) -> Result<f64, String> {
     let copy_url = format!("sqlite://{}", copy.display());
     let mut conn = reserve::db::open(&reserve::db::DatabaseUrl::parse(&copy_url).unwrap())
         .map_err(|e| e.to_string())?;
+    let sp = stockpile_ids(&mut conn).map_err(|e| e.to_string())?;
     let reserve::db::DbConn::Sqlite(conn) = &mut conn else {
         return Err("not sqlite".into());
     };
@@ -1071,20 +1075,6 @@ fn sqlite_limit(url: &str, seconds: f64) -> Result<f64, String> {
             .collect()
     };
     let (acq, rel) = (render(&acq), render(&rel));
-    let sp: Vec<(i64, i64, String, String)> = {
-        use reserve::db::schema::{depots, stockpiles};
-        stockpiles::table
-            .inner_join(depots::table)
-            .filter(depots::code.like("B0%"))
-            .select((
-                stockpiles::id,
-                depots::id,
-                depots::code,
-                stockpiles::element,
-            ))
-            .load(conn)
-            .map_err(|e| e.to_string())?
-    };
     let now = chrono::Utc::now().naive_utc();
     let day_start = now.date().and_hms_opt(0, 0, 0).unwrap();
     let fmt_ts = |t: chrono::NaiveDateTime| t.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
@@ -1112,7 +1102,11 @@ fn sqlite_limit(url: &str, seconds: f64) -> Result<f64, String> {
         ("hash", json!("ab".repeat(32))),
         ("status", json!(201)),
         ("response_body", json!(body)),
-        ("day_start", json!(fmt_ts(day_start))),
+        // As diesel writes a timestamp at midnight: no fraction.
+        (
+            "day_start",
+            json!(day_start.format("%Y-%m-%d %H:%M:%S").to_string()),
+        ),
         (
             "day_end",
             json!(fmt_ts(day_start + chrono::Duration::days(1))),

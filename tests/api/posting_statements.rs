@@ -72,8 +72,10 @@ async fn limit_script_matches_the_posting_path(backend: Backend) {
     use reserve::ledger::model::EntryKind;
     let app = spawn_app(backend).await;
     app.create_depot("NV1", "100000", "100000").await;
-    // Steady state: the stockpile exists and holds stock, as in the benchmark.
+    // Steady state, as in the benchmark: the stockpile exists and holds
+    // stock, and the depot has shipped today already.
     app.acquire("NV1", "Nd", "50").await.expect(201);
+    app.release("NV1", "Nd", "1").await.expect(201);
     let url = app.db.url().to_string();
     let (acquisition, release) = actix_web::rt::task::spawn_blocking(move || {
         (
@@ -89,21 +91,19 @@ async fn limit_script_matches_the_posting_path(backend: Backend) {
     };
     let script = std::fs::read_to_string(file).expect("the limit script");
     let (script_acq, script_rel) = reserve_limit_script::branches(&script, placeholder);
-    let show = |v: &[String]| v.join(";\n");
-    assert_eq!(
-        script_acq,
-        acquisition,
-        "{file}: the acquisition branch (\\if) no longer matches what the posting path sends; \
-         update it to these statements:\n{}",
-        show(&acquisition)
-    );
-    assert_eq!(
-        script_rel,
-        release,
-        "{file}: the release branch (\\else) no longer matches what the posting path sends; \
-         update it to these statements:\n{}",
-        show(&release)
-    );
+    let branches = [
+        ("acquisition branch (\\if)", script_acq, acquisition),
+        ("release branch (\\else)", script_rel, release),
+    ];
+    for (branch, script, code) in branches {
+        assert_eq!(
+            script,
+            code,
+            "{file}: the {branch} no longer matches what the posting path sends; \
+             update it to these statements:\n{}",
+            code.join(";\n")
+        );
+    }
 }
 
 use reserve_limit_script::Placeholder;
