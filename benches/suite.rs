@@ -7,7 +7,7 @@
 //! on PostgreSQL, the same statements in a tight loop on SQLite, `sha256sum`
 //! over the bytes `reserve verify` hashes.
 //!
-//! Run it with `scripts/bench.sh` (`--smoke` for the 20-second CI run). Prints
+//! Run it with `scripts/bench.sh` (`--smoke` for the short CI run). Prints
 //! one table and writes it to `target/bench/results.json`. Environment:
 //! TEST_DATABASE_URL (PostgreSQL admin URL), BENCH_SECONDS (per load
 //! scenario), BENCH_CLIENTS (32), BENCH_ENTRIES (ledger size of scenarios 4–6).

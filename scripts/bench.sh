@@ -5,7 +5,7 @@
 # same run. Prints one table; writes target/bench/results.json.
 #
 #   scripts/bench.sh           the full suite (under 15 minutes)
-#   scripts/bench.sh --smoke   about 20 seconds, what CI runs so it cannot rot
+#   scripts/bench.sh --smoke   about 35 seconds (1 s per load scenario), what CI runs so it cannot rot
 #
 # Environment: TEST_DATABASE_URL (PostgreSQL admin URL, default the local
 # trust-auth server), BENCH_SECONDS, BENCH_CLIENTS, BENCH_ENTRIES;
