@@ -58,6 +58,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// Shipments per depot and UTC day (by `occurred_at`), for the drawdown
+    /// check: migration 2026-12-01-000003.
+    depot_daily_shipments (depot_id, day) {
+        depot_id -> BigInt,
+        day -> Timestamp,
+        shipped_g -> BigInt,
+    }
+}
+
+diesel::table! {
     ledger_head (id) {
         id -> Integer,
         last_sequence -> BigInt,
@@ -437,6 +447,7 @@ diesel::table! {
 }
 
 diesel::joinable!(stockpiles -> depots (depot_id));
+diesel::joinable!(depot_daily_shipments -> depots (depot_id));
 diesel::joinable!(depot_history -> depots (depot_id));
 diesel::joinable!(order_allocations -> depots (depot_id));
 diesel::joinable!(order_allocations -> release_orders (order_id));
@@ -479,6 +490,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     element_forms,
     depots,
     stockpiles,
+    depot_daily_shipments,
     ledger_head,
     ledger_entries,
     idempotency_records,

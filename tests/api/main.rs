@@ -18,6 +18,7 @@ mod openapi;
 mod orders;
 mod pagination;
 mod policy;
+mod posting_statements;
 mod properties;
 mod reads;
 mod rules;
