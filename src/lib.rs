@@ -16,6 +16,7 @@ pub mod http;
 pub mod idempotency;
 pub mod jobs;
 pub mod ledger;
+pub mod metrics;
 pub mod orders;
 pub mod periods;
 pub mod policy;
@@ -55,6 +56,8 @@ pub struct AppState {
     /// Signs checkpoints and audit reports (`audit.signing_key`); `None` when
     /// none is configured, and then both answer 503.
     pub audit_key: Option<audit::signing::AuditKey>,
+    /// This app's Prometheus metrics (`GET /metrics`).
+    pub metrics: std::sync::Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -74,9 +77,16 @@ impl AppState {
         }
         let pool = self.pool.clone();
         let outage = self.outage.clone();
+        let metrics = self.metrics.clone();
         web::block(move || {
+            let waiting = metrics::Waiting::start(&metrics.pool_waiting);
             let mut conn = pool.get().inspect_err(|_| outage.trip())?;
-            f(&mut conn)
+            drop(waiting);
+            let result = f(&mut conn);
+            // Entries whose transactions committed during `f` (see
+            // `metrics::postings`), counted whether or not `f` then failed.
+            metrics.add_postings(metrics::postings::take_committed());
+            result
         })
         .await?
     }
@@ -96,21 +106,26 @@ impl AppState {
     {
         let in_flight = self.in_flight.clone();
         let gate = self.write_gate.clone();
-        self.db(move |conn| {
-            let _turn = gate
-                .as_ref()
-                .map(|g| g.lock().unwrap_or_else(|p| p.into_inner()));
-            idempotency::run(
-                conn,
-                &in_flight,
-                &subject,
-                &key,
-                &request_hash,
-                status,
-                write,
-            )
-        })
-        .await
+        let replayed = self
+            .db(move |conn| {
+                let _turn = gate
+                    .as_ref()
+                    .map(|g| g.lock().unwrap_or_else(|p| p.into_inner()));
+                idempotency::run(
+                    conn,
+                    &in_flight,
+                    &subject,
+                    &key,
+                    &request_hash,
+                    status,
+                    write,
+                )
+            })
+            .await?;
+        if replayed.replayed {
+            self.metrics.idempotent_replays.inc();
+        }
+        Ok(replayed)
     }
 }
 
@@ -194,6 +209,7 @@ pub fn run(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result
             .wrap(middleware::from_fn(http::throttle::middleware))
             .wrap(middleware::from_fn(audit::trail::middleware))
             .wrap(middleware::from_fn(http::request_id::middleware))
+            .wrap(middleware::from_fn(metrics::http::middleware))
     })
     .workers(workers)
     .client_request_timeout(timeout)
@@ -283,5 +299,6 @@ pub fn build_state(settings: Settings, keys: TokenKeys) -> anyhow::Result<web::D
         audit_key,
         settings,
         in_flight: InFlight::default(),
+        metrics: Default::default(),
     }))
 }

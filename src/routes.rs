@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
 use crate::{
-    audit, depots, docs, elements, flows, health, ledger, orders, periods, policy, rules,
+    audit, depots, docs, elements, flows, health, ledger, metrics, orders, periods, policy, rules,
     stockpiles, summary,
 };
 
@@ -51,6 +51,7 @@ macro_rules! route_table {
 route_table! {
     get "/healthz" => health::healthz,
     get "/readyz" => health::readyz,
+    get "/metrics" => metrics::routes::get,
 
     get "/openapi.yaml" => docs::routes::openapi_yaml,
     get "/docs" => docs::routes::page,

@@ -216,6 +216,18 @@ where
     F: FnOnce(&mut DbConn) -> Result<T, E>,
     E: From<diesel::result::Error>,
 {
+    // Ledger entries staged inside count once this commits (metrics::postings).
+    let scope = crate::metrics::postings::Scope::begin();
+    let result = write_transaction_inner(conn, f);
+    scope.finish(result.is_ok());
+    result
+}
+
+fn write_transaction_inner<T, E, F>(conn: &mut DbConn, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConn) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
     match conn {
         DbConn::Postgres(_) => conn.transaction(f),
         DbConn::Sqlite(_) => {
