@@ -74,35 +74,22 @@ pub async fn scrape(state: &AppState) -> HttpResponse {
         &[],
         m.idempotent_replays.get(),
     );
-    out.family(
+    labelled_counter(
+        &mut out,
         "reserve_auth_failures_total",
-        "counter",
         "Requests refused for want of a valid token (401) or of the role or scope they need (403).",
+        "status",
+        &[("401", &m.auth_unauthenticated), ("403", &m.auth_forbidden)],
     );
-    out.sample(
-        "reserve_auth_failures_total",
-        &[("status", "401")],
-        m.auth_unauthenticated.get(),
-    );
-    out.sample(
-        "reserve_auth_failures_total",
-        &[("status", "403")],
-        m.auth_forbidden.get(),
-    );
-    out.family(
+    labelled_counter(
+        &mut out,
         "reserve_throttled_requests_total",
-        "counter",
         "Requests answered 429 by the authentication-failure throttle, by what was throttled.",
-    );
-    out.sample(
-        "reserve_throttled_requests_total",
-        &[("by", "address")],
-        m.throttled_address.get(),
-    );
-    out.sample(
-        "reserve_throttled_requests_total",
-        &[("by", "subject")],
-        m.throttled_subject.get(),
+        "by",
+        &[
+            ("address", &m.throttled_address),
+            ("subject", &m.throttled_subject),
+        ],
     );
 
     let pool = state.pool.state();
@@ -142,20 +129,15 @@ pub async fn scrape(state: &AppState) -> HttpResponse {
         out.family(name, "gauge", help);
         out.sample(name, &[], value);
     }
-    out.family(
+    labelled_counter(
+        &mut out,
         "reserve_webhook_deliveries_total",
-        "counter",
         "Webhook delivery attempts made by this process, by outcome (delivered: the receiver answered 2xx).",
-    );
-    out.sample(
-        "reserve_webhook_deliveries_total",
-        &[("outcome", "delivered")],
-        m.webhook_delivered.get(),
-    );
-    out.sample(
-        "reserve_webhook_deliveries_total",
-        &[("outcome", "failed")],
-        m.webhook_failed.get(),
+        "outcome",
+        &[
+            ("delivered", &m.webhook_delivered),
+            ("failed", &m.webhook_failed),
+        ],
     );
 
     out.family(
@@ -205,4 +187,18 @@ pub async fn scrape(state: &AppState) -> HttpResponse {
         .content_type(CONTENT_TYPE)
         .insert_header(("Cache-Control", "no-store"))
         .body(out.finish())
+}
+
+/// A counter family with one label, one sample per value.
+fn labelled_counter(
+    out: &mut Exposition,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[(&str, &super::Counter)],
+) {
+    out.family(name, "counter", help);
+    for (value, counter) in values {
+        out.sample(name, &[(label, value)], counter.get());
+    }
 }

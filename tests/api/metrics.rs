@@ -184,6 +184,16 @@ fn check_structure(text: &str) {
     }
 }
 
+async fn status_without_token(app: &TestApp, url: &str) -> u16 {
+    app.client
+        .get(url)
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
 async fn scrape_text(app: &TestApp, url: &str) -> String {
     let mut res = app.client.get(url).send().await.expect("scrape");
     assert_eq!(res.status().as_u16(), 200);
@@ -267,13 +277,10 @@ async fn metrics_count_what_happened(backend: Backend) {
     .await
     .expect(201);
     // Refusals: no token (401), a viewer creating a depot (403).
-    let res = app
-        .client
-        .get(app.url("/api/v1/depots"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 401);
+    assert_eq!(
+        status_without_token(&app, &app.url("/api/v1/depots")).await,
+        401
+    );
     app.post_new(
         "/api/v1/depots",
         &app.viewer,
@@ -401,19 +408,16 @@ async fn metrics_count_what_happened(backend: Backend) {
 
 async fn metrics_settings_hide_or_move_the_endpoint(backend: Backend) {
     let off = spawn_app_with(backend, |s| s.metrics.enabled = false).await;
-    let res = off.client.get(off.url("/metrics")).send().await.unwrap();
-    assert_eq!(res.status().as_u16(), 404, "metrics.enabled = false");
+    assert_eq!(
+        status_without_token(&off, &off.url("/metrics")).await,
+        404,
+        "metrics.enabled = false"
+    );
     off.stop().await;
 
     let moved = spawn_app_with(backend, |s| s.metrics.bind = "127.0.0.1:0".into()).await;
-    let res = moved
-        .client
-        .get(moved.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        res.status().as_u16(),
+        status_without_token(&moved, &moved.url("/metrics")).await,
         404,
         "with a listener of its own, not on the main one"
     );
@@ -438,14 +442,8 @@ async fn metrics_settings_hide_or_move_the_endpoint(backend: Backend) {
         Some(1.0),
         "the dedicated listener serves the app's own metrics"
     );
-    let res = moved
-        .client
-        .get(format!("http://127.0.0.1:{port}/api/v1/depots"))
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        res.status().as_u16(),
+        status_without_token(&moved, &format!("http://127.0.0.1:{port}/api/v1/depots")).await,
         404,
         "the metrics listener serves nothing else"
     );
