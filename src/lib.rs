@@ -24,6 +24,7 @@ pub mod routes;
 pub mod rules;
 pub mod stockpiles;
 pub mod summary;
+pub mod webhooks;
 
 use std::net::TcpListener;
 use std::time::Duration;
