@@ -388,7 +388,10 @@ pub fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
     let token = bearer_token(value)?;
     let user = state.keys.verify(token)?;
     // A subject that keeps asking for what it may not do is slowed down too.
-    state.throttle.check_subject(&user.subject)?;
+    state
+        .throttle
+        .check_subject(&user.subject)
+        .inspect_err(|_| state.metrics.throttled_subject.inc())?;
     req.extensions_mut()
         .insert(crate::http::throttle::Subject(user.subject.clone()));
     // For the audit trail, which records who attempted each write.

@@ -20,6 +20,7 @@ pub struct Settings {
     pub jobs: JobSettings,
     pub rules: RuleSettings,
     pub audit: AuditSettings,
+    pub metrics: MetricsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +113,16 @@ pub struct AuditSettings {
     pub reserve_name: String,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Whether `GET /metrics` is served at all (404 when false).
+    pub enabled: bool,
+    /// `HOST:PORT` of a listener serving only `/metrics`; empty: the main
+    /// listener serves it.
+    pub bind: String,
+}
+
 impl Settings {
     /// Loads the layered configuration; `env` is passed in (not read globally) so
     /// tests can load settings without touching the process environment.
@@ -172,6 +183,14 @@ impl Settings {
             if !expr.trim().is_empty() {
                 crate::jobs::Schedule::parse(expr).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
             }
+        }
+        let bind = self.metrics.bind.trim();
+        if !bind.is_empty() {
+            anyhow::ensure!(
+                bind.rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()),
+                "metrics.bind must be HOST:PORT (e.g. 127.0.0.1:9100), or empty to serve /metrics on the main listener"
+            );
         }
         crate::audit::model::Tolerance::parse(
             &self.audit.tolerance_percent,

@@ -17,6 +17,7 @@ pub mod http;
 pub mod idempotency;
 pub mod jobs;
 pub mod ledger;
+pub mod metrics;
 pub mod orders;
 pub mod periods;
 pub mod policy;
@@ -24,6 +25,7 @@ pub mod routes;
 pub mod rules;
 pub mod stockpiles;
 pub mod summary;
+pub mod webhooks;
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -58,6 +60,8 @@ pub struct AppState {
     pub audit_key: Option<audit::signing::AuditKey>,
     /// Fans new events out to this process's event streams.
     pub events: events::Hub,
+    /// This app's Prometheus metrics (`GET /metrics`).
+    pub metrics: std::sync::Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -77,9 +81,16 @@ impl AppState {
         }
         let pool = self.pool.clone();
         let outage = self.outage.clone();
+        let metrics = self.metrics.clone();
         web::block(move || {
+            let waiting = metrics::Waiting::start(&metrics.pool_waiting);
             let mut conn = pool.get().inspect_err(|_| outage.trip())?;
-            f(&mut conn)
+            drop(waiting);
+            let result = f(&mut conn);
+            // Entries whose transactions committed during `f` (see
+            // `metrics::postings`), counted whether or not `f` then failed.
+            metrics.add_postings(metrics::postings::take_committed());
+            result
         })
         .await?
     }
@@ -99,21 +110,26 @@ impl AppState {
     {
         let in_flight = self.in_flight.clone();
         let gate = self.write_gate.clone();
-        self.db(move |conn| {
-            let _turn = gate
-                .as_ref()
-                .map(|g| g.lock().unwrap_or_else(|p| p.into_inner()));
-            idempotency::run(
-                conn,
-                &in_flight,
-                &subject,
-                &key,
-                &request_hash,
-                status,
-                write,
-            )
-        })
-        .await
+        let replayed = self
+            .db(move |conn| {
+                let _turn = gate
+                    .as_ref()
+                    .map(|g| g.lock().unwrap_or_else(|p| p.into_inner()));
+                idempotency::run(
+                    conn,
+                    &in_flight,
+                    &subject,
+                    &key,
+                    &request_hash,
+                    status,
+                    write,
+                )
+            })
+            .await?;
+        if replayed.replayed {
+            self.metrics.idempotent_replays.inc();
+        }
+        Ok(replayed)
     }
 }
 
@@ -197,6 +213,7 @@ pub fn run(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result
             .wrap(middleware::from_fn(http::throttle::middleware))
             .wrap(middleware::from_fn(audit::trail::middleware))
             .wrap(middleware::from_fn(http::request_id::middleware))
+            .wrap(middleware::from_fn(metrics::http::middleware))
     })
     .workers(workers)
     .client_request_timeout(timeout)
@@ -299,5 +316,6 @@ pub fn build_state(settings: Settings, keys: TokenKeys) -> anyhow::Result<web::D
         events: events::Hub::new(),
         settings,
         in_flight: InFlight::default(),
+        metrics: Default::default(),
     }))
 }

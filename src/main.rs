@@ -266,7 +266,21 @@ fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
     let listener =
         TcpListener::bind(&bind).map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
     tracing::info!(address = %listener.local_addr()?, database = state.backend, "listening");
-    actix_web::rt::System::new().block_on(async move { reserve::run(listener, state)?.await })?;
+    let metrics_bind = state.settings.metrics.bind.trim().to_string();
+    let metrics_listener = if state.settings.metrics.enabled && !metrics_bind.is_empty() {
+        let l = TcpListener::bind(&metrics_bind)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {metrics_bind} (metrics.bind): {e}"))?;
+        tracing::info!(address = %l.local_addr()?, "serving /metrics");
+        Some(l)
+    } else {
+        None
+    };
+    actix_web::rt::System::new().block_on(async move {
+        if let Some(l) = metrics_listener {
+            actix_web::rt::spawn(reserve::metrics::routes::run(l, state.clone())?);
+        }
+        reserve::run(listener, state)?.await
+    })?;
     Ok(())
 }
 

@@ -5,8 +5,8 @@ use actix_web::{web, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
 use crate::{
-    audit, depots, docs, elements, events, flows, health, ledger, orders, periods, policy, rules,
-    stockpiles, summary,
+    audit, depots, docs, elements, events, flows, health, ledger, metrics, orders, periods, policy,
+    rules, stockpiles, summary,
 };
 
 fn method_not_allowed(allow: &str) -> HttpResponse {
@@ -51,6 +51,7 @@ macro_rules! route_table {
 route_table! {
     get "/healthz" => health::healthz,
     get "/readyz" => health::readyz,
+    get "/metrics" => metrics::routes::get,
 
     get "/openapi.yaml" => docs::routes::openapi_yaml,
     get "/docs" => docs::routes::page,

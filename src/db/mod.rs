@@ -229,6 +229,8 @@ where
     F: FnOnce(&mut DbConn) -> Result<T, E>,
     E: From<diesel::result::Error>,
 {
+    // Ledger entries staged inside count once this commits (metrics::postings).
+    let scope = crate::metrics::postings::Scope::begin();
     // Events staged by `f` get their positions last, while `ledger_head` is
     // held to commit (see `events::repo`). A nested call is a savepoint of the
     // outer transaction, which seals them when it ends.
@@ -244,6 +246,16 @@ where
         }
         Ok(value)
     };
+    let result = write_transaction_inner(conn, f);
+    scope.finish(result.is_ok());
+    result
+}
+
+fn write_transaction_inner<T, E, F>(conn: &mut DbConn, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConn) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
     match conn {
         DbConn::Postgres(_) => conn.transaction(f),
         DbConn::Sqlite(_) => {

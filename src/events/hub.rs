@@ -78,6 +78,7 @@ impl Hub {
     /// Counts a stream while the guard lives.
     pub fn client(&self) -> ClientGuard {
         self.inner.clients.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::EVENT_STREAM_CLIENTS.inc();
         ClientGuard(self.inner.clone())
     }
 }
@@ -93,6 +94,7 @@ pub struct ClientGuard(Arc<Inner>);
 impl Drop for ClientGuard {
     fn drop(&mut self) {
         self.0.clients.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::EVENT_STREAM_CLIENTS.dec();
     }
 }
 

@@ -159,6 +159,22 @@ pub fn item(i: &CoverInputs) -> CoverItem {
 /// is. The policy is the version in force at `as_of`. Flows are counted by
 /// their periods, as on record now.
 pub fn load(conn: &mut DbConn, as_of: Option<DateTime<Utc>>) -> ApiResult<CoverView> {
+    load_with(conn, as_of, true)
+}
+
+/// Every element's stock figures now (holding, element mass, available, days
+/// of cover) without reading import flows: what a `/metrics` scrape needs,
+/// at the cost of one grouped stockpile query and the policies. The import
+/// figures of these items read as if no flows were on record.
+pub fn stock_now(conn: &mut DbConn) -> ApiResult<Vec<CoverItem>> {
+    Ok(load_with(conn, None, false)?.items)
+}
+
+fn load_with(
+    conn: &mut DbConn,
+    as_of: Option<DateTime<Utc>>,
+    with_flows: bool,
+) -> ApiResult<CoverView> {
     crate::db::read_transaction(conn, |conn| {
         let at = as_of.unwrap_or_else(types::now);
         let day = at.date_naive();
@@ -198,9 +214,17 @@ pub fn load(conn: &mut DbConn, as_of: Option<DateTime<Utc>>) -> ApiResult<CoverV
                 reserved_g,
                 consumption_g_per_year: policy.as_ref().and_then(|p| p.consumption_g_per_year),
                 reserve_floor_g: policy.as_ref().and_then(|p| p.reserve_floor_g),
-                flows: super::repo::spans(conn, symbol, None, from, day)?,
+                flows: if with_flows {
+                    super::repo::spans(conn, symbol, None, from, day)?
+                } else {
+                    Vec::new()
+                },
                 as_of: day,
-                data_horizon: super::repo::data_horizon(conn, symbol)?,
+                data_horizon: if with_flows {
+                    super::repo::data_horizon(conn, symbol)?
+                } else {
+                    None
+                },
             }));
         }
         Ok(CoverView {

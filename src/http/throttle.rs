@@ -5,7 +5,7 @@
 //! Only the peer address counts, never X-Forwarded-For, which any client can
 //! write; behind a reverse proxy every client shares the proxy's address, so
 //! there set `auth.max_failures_per_minute = 0` (off) and throttle at the
-//! proxy. `/healthz` and `/readyz` are never throttled.
+//! proxy. `/healthz`, `/readyz` and `/metrics` are never throttled.
 //!
 //! Counting 403s per *verified* subject means nobody can lock another subject
 //! out by sending tokens with that subject and a bad signature.
@@ -133,15 +133,19 @@ pub async fn middleware(
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let ip = req.peer_addr().map(|a| a.ip());
     // Health checks need no token and must keep answering the orchestrator.
-    let exempt = matches!(req.path(), "/healthz" | "/readyz");
+    let exempt = matches!(req.path(), "/healthz" | "/readyz" | "/metrics");
     if let (Some(state), Some(ip), false) = (&state, ip, exempt) {
         if let Some(secs) = state.throttle.blocked(&state.throttle.by_ip, &ip) {
+            state.metrics.throttled_address.inc();
             let response = ApiError::TooManyRequests(secs).error_response();
             return Ok(req.into_response(response).map_into_right_body());
         }
     }
     let res = next.call(req).await?;
     if let Some(state) = &state {
+        // Every refusal counts, whether the extractor or a handler's own
+        // role or depot-scope check gave it.
+        state.metrics.auth_failure(res.status().as_u16());
         match res.status().as_u16() {
             401 => {
                 if let Some(ip) = ip {

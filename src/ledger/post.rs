@@ -152,6 +152,7 @@ pub fn post(
         row.hash = row.chained(identity).hash(&row.prev_hash);
         heads.insert(stockpile_id, row.hash.clone());
         diesel::insert_into(le::table).values(&row).execute(conn)?;
+        crate::metrics::postings::stage(leg.kind);
         records.push(EntryRecord {
             entry: row,
             depot: leg.key.depot.to_string(),

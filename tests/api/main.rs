@@ -14,6 +14,7 @@ mod hardening;
 mod integrity;
 mod ledger;
 mod messages;
+mod metrics;
 mod openapi;
 mod orders;
 mod pagination;
