@@ -5,8 +5,8 @@ use actix_web::{web, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
 use crate::{
-    audit, depots, docs, elements, flows, health, ledger, orders, periods, policy, rules,
-    stockpiles, summary,
+    audit, dashboard, depots, docs, elements, flows, health, ledger, orders, periods, policy,
+    rules, stockpiles, summary,
 };
 
 fn method_not_allowed(allow: &str) -> HttpResponse {
@@ -51,6 +51,9 @@ macro_rules! route_table {
 route_table! {
     get "/healthz" => health::healthz,
     get "/readyz" => health::readyz,
+
+    get "/" => dashboard::routes::page,
+    get "/dashboard/{asset}" => dashboard::routes::asset,
 
     get "/openapi.yaml" => docs::routes::openapi_yaml,
     get "/docs" => docs::routes::page,
