@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+# shellcheck source=serve-lib.sh
+source scripts/serve-lib.sh
 
 bash scripts/browser-setup.sh
 bash scripts/ensure-postgres.sh
@@ -26,11 +28,8 @@ pg_db="reserve_browser_$$"
 pid=""
 
 stop_server() {
-  if [[ -n "$pid" ]]; then
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    pid=""
-  fi
+  stop_pid "$pid"
+  pid=""
 }
 cleanup() {
   stop_server
@@ -54,12 +53,7 @@ run_backend() {
   (cd "$scratch" && RESERVE_DATABASE_URL="$url" RESERVE_BIND="127.0.0.1:$port" \
     exec "$binary" serve --demo >"$scratch/$name.tokens" 2>"$dir/server.log") &
   pid=$!
-  for _ in $(seq 1 120); do
-    if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then break; fi
-    if ! kill -0 "$pid" 2>/dev/null; then cat "$dir/server.log" >&2; echo "the $name server exited" >&2; exit 1; fi
-    sleep 0.5
-  done
-  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null
+  wait_ready "$port" "$pid" "$dir/server.log"
   echo "== browser tests on $name (http://127.0.0.1:$port)"
   set -a
   # shellcheck disable=SC1090
