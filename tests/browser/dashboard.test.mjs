@@ -97,8 +97,8 @@ async function signIn(page, token) {
   await page.locator("#elements-table tbody tr").first().waitFor();
 }
 
-async function shot(page, name) {
-  await page.screenshot({ path: join(ARTIFACTS, name + ".png"), fullPage: false });
+async function shot(page, name, fullPage = false) {
+  await page.screenshot({ path: join(ARTIFACTS, name + ".png"), fullPage });
 }
 
 /** The problems a page logged, less the ticket's 404 while the stream is not built. */
@@ -135,7 +135,7 @@ test("signing in shows all 17 elements, and the token stays in this tab's sessio
   const bars = await page.locator("#imports-chart svg rect").count();
   assert.ok(bars >= 24, `a bar per month and origin (${bars})`);
   assert.ok((await page.locator("#element-orders tbody tr").count()) >= 1);
-  await shot(page, "elements");
+  await shot(page, "elements", true);
   if (BACKEND === "sqlite" && process.env.UPDATE_DOCS_SCREENSHOT === "1") {
     copyFileSync(join(ARTIFACTS, "elements.png"), new URL("../../docs/dashboard.png", import.meta.url));
   }

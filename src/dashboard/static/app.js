@@ -641,8 +641,24 @@
     return [JSON.stringify(d).slice(0, 200), "info"];
   }
 
+  // A position is "sequence" or "sequence.sub", ordered as an integer pair.
+  function position(id) {
+    const [seq, sub] = String(id).split(".");
+    return [Number(seq), Number(sub || 0)];
+  }
+
+  function isAfter(a, b) {
+    const [x, y] = [position(a), position(b)];
+    return x[0] > y[0] || (x[0] === y[0] && x[1] > y[1]);
+  }
+
   function onEvent(ev) {
-    if (ev.lastEventId) state.lastEventId = ev.lastEventId;
+    // A resumed stream starts after the last position seen; anything at or
+    // before it (a replay) has been shown already.
+    if (ev.lastEventId) {
+      if (state.lastEventId && !isAfter(ev.lastEventId, state.lastEventId)) return;
+      state.lastEventId = ev.lastEventId;
+    }
     let data = {};
     try {
       data = JSON.parse(ev.data);
