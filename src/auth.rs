@@ -269,6 +269,7 @@ impl TokenKeys {
             subject: claims.sub,
             roles,
             depots,
+            expires_at: claims.exp,
         })
     }
 }
@@ -280,6 +281,8 @@ pub struct AuthUser {
     pub roles: BTreeSet<Role>,
     /// `None`: every depot. `Some(codes)`: only those depots.
     pub depots: Option<BTreeSet<String>>,
+    /// When the token expires (Unix seconds): an event stream ends then.
+    pub expires_at: i64,
 }
 
 impl AuthUser {
@@ -370,7 +373,8 @@ impl<R: RequiredRole> FromRequest for Authorized<R> {
     }
 }
 
-fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
+/// The caller of a request with an `Authorization: Bearer` header.
+pub fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState missing")))?;

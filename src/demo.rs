@@ -596,6 +596,7 @@ fn seed_orders(conn: &mut DbConn, settings: &LedgerSettings) -> ApiResult<String
         subject: "demo-planner".into(),
         roles: [crate::auth::Role::Operator].into(),
         depots: None,
+        expires_at: i64::MAX,
     };
     let buyers = [
         ("MAGNA-JP", "Magna Materials KK", "JP"),

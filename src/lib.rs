@@ -11,6 +11,7 @@ pub mod depots;
 pub mod docs;
 pub mod elements;
 pub mod error;
+pub mod events;
 pub mod flows;
 pub mod health;
 pub mod http;
@@ -56,6 +57,8 @@ pub struct AppState {
     /// Signs checkpoints and audit reports (`audit.signing_key`); `None` when
     /// none is configured, and then both answer 503.
     pub audit_key: Option<audit::signing::AuditKey>,
+    /// Fans new events out to this process's event streams.
+    pub events: events::Hub,
 }
 
 impl AppState {
@@ -137,6 +140,12 @@ impl Outage {
 
 /// Query-string and path extraction failures as problem documents.
 fn query_error(err: actix_web::error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let problem = query_problem(&err);
+    InternalError::from_response(err, actix_web::ResponseError::error_response(&problem)).into()
+}
+
+/// A query string that does not fit its parameters, as a 422 naming the field.
+pub fn query_problem(err: &actix_web::error::QueryPayloadError) -> ApiError {
     let message = err.to_string();
     let message = message
         .strip_prefix("Query deserialize error: ")
@@ -148,13 +157,7 @@ fn query_error(err: actix_web::error::QueryPayloadError, _req: &HttpRequest) -> 
         .filter(|_| message.starts_with("unknown field") || message.starts_with("missing field"))
         .unwrap_or("query")
         .to_string();
-    InternalError::from_response(
-        err,
-        actix_web::ResponseError::error_response(&ApiError::Validation(vec![FieldError::new(
-            field, message,
-        )])),
-    )
-    .into()
+    ApiError::Validation(vec![FieldError::new(field, message)])
 }
 
 fn path_error(err: actix_web::error::PathError, _req: &HttpRequest) -> actix_web::Error {
@@ -210,6 +213,10 @@ pub fn run(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result
             poll,
         );
     }
+    match db::DatabaseUrl::parse(&maintenance.settings.database.url) {
+        Ok(url) => maintenance.events.start(url),
+        Err(e) => tracing::error!(error = %e, "no event hub: the database URL is invalid"),
+    }
     actix_web::rt::spawn(purge_idempotency_records(maintenance));
     Ok(server)
 }
@@ -230,6 +237,14 @@ pub fn scheduled_jobs(settings: &Settings) -> Vec<jobs::Job> {
             tracing::error!(error = %e, "rules.evaluation_schedule is invalid; rules are not scheduled")
         }
     }
+    jobs.push(jobs::Job {
+        name: "orders.overdue",
+        // Hourly, so an exchange is announced within the hour it falls due;
+        // each is announced once, whatever the slot.
+        schedule: jobs::Schedule::parse("0 5 * * * *").expect("a valid fixed schedule"),
+        catch_up: jobs::CatchUp::Latest,
+        work: std::sync::Arc::new(orders::repo::announce_overdue),
+    });
     jobs.extend(audit::jobs::scheduled(settings));
     jobs
 }
@@ -282,6 +297,7 @@ pub fn build_state(settings: Settings, keys: TokenKeys) -> anyhow::Result<web::D
         throttle: http::throttle::FailureThrottle::new(settings.auth.max_failures_per_minute),
         outage: Outage::default(),
         audit_key,
+        events: events::Hub::new(),
         settings,
         in_flight: InFlight::default(),
     }))

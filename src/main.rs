@@ -48,8 +48,15 @@ enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Seed the demo data set into an empty database.
-    SeedDemo,
+    /// Seed the demo data set into an empty database; with --entries, append
+    /// that many valid entries (chained and balanced, as the posting path
+    /// writes them) at a depot LOAD instead, with a progress bar.
+    SeedDemo {
+        /// Entries to append at depot LOAD (e.g. 1000000 for the performance
+        /// suite's large ledger); `reserve verify` passes afterwards.
+        #[arg(long)]
+        entries: Option<usize>,
+    },
     /// Print a signed token. Without a configured secret it uses the one
     /// `serve --demo` keeps beside the database (data/reserve.demo-secret).
     Token {
@@ -143,7 +150,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { demo, .. } => serve(settings, demo),
         Command::Migrate => migrate(&settings),
-        Command::SeedDemo => seed(&settings).map(|_| ()),
+        Command::SeedDemo { entries: None } => seed(&settings).map(|_| ()),
+        Command::SeedDemo {
+            entries: Some(entries),
+        } => load_ledger(&settings, entries),
         Command::Token {
             sub,
             roles,

@@ -5,8 +5,8 @@ use actix_web::{web, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
 use crate::{
-    audit, dashboard, depots, docs, elements, flows, health, ledger, orders, periods, policy,
-    rules, stockpiles, summary,
+    audit, dashboard, depots, docs, elements, events, flows, health, ledger, orders, periods,
+    policy, rules, stockpiles, summary,
 };
 
 fn method_not_allowed(allow: &str) -> HttpResponse {
@@ -71,6 +71,9 @@ route_table! {
     post "/api/v1/depots/{code}/suspend" => depots::routes::suspend,
     post "/api/v1/depots/{code}/activate" => depots::routes::activate,
     post "/api/v1/depots/{code}/close" => depots::routes::close,
+
+    get "/api/v1/events" => events::routes::stream,
+    post "/api/v1/events/tickets" => events::routes::ticket,
 
     get "/api/v1/stockpiles" => stockpiles::routes::list,
     post "/api/v1/stockpiles" => stockpiles::routes::create,

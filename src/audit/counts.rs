@@ -192,7 +192,18 @@ pub fn create(
         ))
         .returning(counts::id)
         .get_result(conn)?;
-    view(conn, id, true)
+    let counted = view(conn, id, true)?;
+    if v.flagged {
+        crate::events::repo::stage(
+            conn,
+            crate::events::model::COUNT_FLAGGED,
+            Some(element),
+            Some(c.key.depot.as_str()),
+            Some(&format!("count:{id}")),
+            &serde_json::to_value(&counted).map_err(ApiError::internal)?,
+        )?;
+    }
+    Ok(counted)
 }
 
 pub fn row(conn: &mut DbConn, id: i64) -> ApiResult<CountRow> {

@@ -535,7 +535,16 @@ pub fn issue(
             )?;
         }
     }
-    Ok(get(conn, id)?.meta())
+    let meta = get(conn, id)?.meta();
+    crate::events::repo::stage(
+        conn,
+        crate::events::model::REPORT_ISSUED,
+        None,
+        None,
+        Some(&format!("audit-report:{id}")),
+        &serde_json::to_value(&meta).map_err(ApiError::internal)?,
+    )?;
+    Ok(meta)
 }
 
 pub fn get(conn: &mut DbConn, id: i64) -> ApiResult<ReportRow> {

@@ -207,6 +207,19 @@ pub fn migrations_complete(conn: &mut DbConn) -> anyhow::Result<bool> {
     Ok(pending == 0)
 }
 
+thread_local! {
+    /// How many `write_transaction`s are open on this thread.
+    static TRANSACTION_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+struct DepthGuard;
+
+impl Drop for DepthGuard {
+    fn drop(&mut self) {
+        TRANSACTION_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
 /// Runs `f` in a transaction that may write. On SQLite it is `BEGIN IMMEDIATE`, so
 /// the write lock is taken before the first read and a transaction never fails
 /// half-way because another writer committed first; on PostgreSQL it is an
@@ -216,6 +229,21 @@ where
     F: FnOnce(&mut DbConn) -> Result<T, E>,
     E: From<diesel::result::Error>,
 {
+    // Events staged by `f` get their positions last, while `ledger_head` is
+    // held to commit (see `events::repo`). A nested call is a savepoint of the
+    // outer transaction, which seals them when it ends.
+    let outermost = TRANSACTION_DEPTH.with(|d| d.replace(d.get() + 1)) == 0;
+    let _depth = DepthGuard;
+    if outermost {
+        crate::events::repo::begin_transaction();
+    }
+    let f = |c: &mut DbConn| -> Result<T, E> {
+        let value = f(c)?;
+        if outermost {
+            crate::events::repo::seal_staged(c)?;
+        }
+        Ok(value)
+    };
     match conn {
         DbConn::Postgres(_) => conn.transaction(f),
         DbConn::Sqlite(_) => {

@@ -58,6 +58,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// Shipments per depot and UTC day (by `occurred_at`), for the drawdown
+    /// check: migration 2026-12-01-000003.
+    depot_daily_shipments (depot_id, day) {
+        depot_id -> BigInt,
+        day -> Timestamp,
+        shipped_g -> BigInt,
+    }
+}
+
+diesel::table! {
     ledger_head (id) {
         id -> Integer,
         last_sequence -> BigInt,
@@ -437,6 +447,7 @@ diesel::table! {
 }
 
 diesel::joinable!(stockpiles -> depots (depot_id));
+diesel::joinable!(depot_daily_shipments -> depots (depot_id));
 diesel::joinable!(depot_history -> depots (depot_id));
 diesel::joinable!(order_allocations -> depots (depot_id));
 diesel::joinable!(order_allocations -> release_orders (order_id));
@@ -446,12 +457,40 @@ diesel::joinable!(counts -> depots (depot_id));
 
 diesel::joinable!(checkpoint_heads -> checkpoints (checkpoint_id));
 
+diesel::table! {
+    events (id) {
+        id -> BigInt,
+        after_sequence -> Nullable<BigInt>,
+        sub -> Nullable<BigInt>,
+        kind -> Text,
+        element -> Nullable<Text>,
+        depot -> Nullable<Text>,
+        subject -> Nullable<Text>,
+        at -> Timestamp,
+        data -> Text,
+    }
+}
+
+diesel::table! {
+    event_tickets (ticket_hash) {
+        ticket_hash -> Text,
+        subject -> Text,
+        roles -> Text,
+        depots -> Nullable<Text>,
+        token_expires_at -> Timestamp,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     elements,
     forms,
     element_forms,
     depots,
     stockpiles,
+    depot_daily_shipments,
     ledger_head,
     ledger_entries,
     idempotency_records,
@@ -476,4 +515,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     checkpoints,
     checkpoint_heads,
     audit_reports,
+    events,
+    event_tickets,
 );

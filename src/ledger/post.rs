@@ -445,13 +445,18 @@ fn lock_depots(
 }
 
 /// A depot ships at most `max_drawdown_g_per_day` per UTC day (by `occurred_at`).
-/// Runs after `lock_depots`, so the depot's row lock keeps both the day's sum
-/// and the limit (as locked, not as first read) stable.
+/// Runs after `lock_depots`, so the depot's row lock keeps both the day's total
+/// and the limit (as locked, not as first read) stable. The day's total lives
+/// in `depot_daily_shipments`, bumped here by the statement that reads it: one
+/// row per depot and day, however many entries the day holds (summing the
+/// day's entries made every posting slower as the day's ledger grew). A
+/// refused posting rolls the bump back with everything else.
 fn check_drawdown(
     conn: &mut DbConn,
     legs: &[Leg],
     depots: &BTreeMap<String, LockedDepot>,
 ) -> ApiResult<()> {
+    use crate::db::schema::depot_daily_shipments as dds;
     let mut per_day: BTreeMap<(i64, DateTime<Utc>), (i64, &LockedDepot)> = BTreeMap::new();
     for leg in legs.iter().filter(|l| l.kind.is_shipment_out()) {
         let d = &depots[leg.key.depot.as_str()];
@@ -461,17 +466,32 @@ fn check_drawdown(
             .0 += -leg.quantity.0;
     }
     for ((depot_id, day), (requested, d)) in per_day {
-        let (start, end) = utc_day(day);
-        let shipped: Option<i64> = le::table
-            .inner_join(stockpiles::table)
-            .filter(stockpiles::depot_id.eq(depot_id))
-            .filter(le::kind.eq_any(["release", "transfer_out", "loan_out"]))
-            .filter(le::occurred_at.ge(types::to_db(start)))
-            .filter(le::occurred_at.lt(types::to_db(end)))
-            .select(super::repo::sum_quantity())
-            .first(conn)?;
-        let shipped = -shipped.unwrap_or(0);
-        if shipped + requested > d.max_drawdown_g_per_day {
+        // The depot's row lock (taken by `lock_depots`; on SQLite the write
+        // lock) admits one posting per depot here, so update-else-insert
+        // cannot race.
+        let key = dds::table
+            .filter(dds::depot_id.eq(depot_id))
+            .filter(dds::day.eq(types::to_db(day)));
+        let bumped: Option<i64> = diesel::update(key)
+            .set(dds::shipped_g.eq(dds::shipped_g + requested))
+            .returning(dds::shipped_g)
+            .get_result(conn)
+            .optional()?;
+        let total = match bumped {
+            Some(total) => total,
+            None => {
+                diesel::insert_into(dds::table)
+                    .values((
+                        dds::depot_id.eq(depot_id),
+                        dds::day.eq(types::to_db(day)),
+                        dds::shipped_g.eq(requested),
+                    ))
+                    .execute(conn)?;
+                requested
+            }
+        };
+        let shipped = total - requested;
+        if total > d.max_drawdown_g_per_day {
             return Err(ApiError::conflict(
                 "drawdown-rate-exceeded",
                 format!(

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use rust_decimal::Decimal;
 use serde_json::json;
@@ -26,6 +26,7 @@ use crate::db::DbConn;
 use crate::depots::model::DepotCode;
 use crate::elements::model::{ElementSymbol, Form};
 use crate::error::{ApiError, ApiResult, FieldError};
+use crate::events;
 use crate::http::pagination::{Order, PageRequest};
 use crate::ledger::model::{EntryDetails, EntryKind, Leg, StockpileKey};
 use crate::ledger::post::{self, OrderLink, Posting};
@@ -195,18 +196,82 @@ fn record_transition(
         .filter(ot::order_id.eq(id))
         .select(diesel::dsl::max(ot::seq))
         .first(conn)?;
+    let at = types::now();
     diesel::insert_into(ot::table)
         .values((
             ot::order_id.eq(id),
             ot::seq.eq(seq.unwrap_or(0) + 1),
-            ot::at.eq(types::to_db(types::now())),
+            ot::at.eq(types::to_db(at)),
             ot::actor.eq(actor),
             ot::from_status.eq(from),
             ot::to_status.eq(to.as_str()),
             ot::note.eq(note),
         ))
         .execute(conn)?;
-    Ok(())
+    let (kind, element): (String, String) = ro::table
+        .filter(ro::id.eq(id))
+        .select((ro::kind, ro::element))
+        .first(conn)?;
+    events::repo::stage(
+        conn,
+        &format!("order.{}", to.as_str()),
+        Some(&element),
+        None,
+        Some(&format!("order:{id}")),
+        &serde_json::json!({
+            "order_id": id,
+            "kind": kind,
+            "element": element,
+            "from": from,
+            "to": to.as_str(),
+            "actor": actor,
+            "at": types::rfc3339(at),
+            "note": note,
+        }),
+    )
+}
+
+/// Announces each exchange that has become overdue, once: the
+/// `orders.overdue` job. Returns a one-line outcome for `job_claims`.
+pub fn announce_overdue(conn: &mut DbConn, slot: DateTime<Utc>) -> ApiResult<String> {
+    let on = slot.date_naive();
+    let candidates: Vec<OrderRow> = ro::table
+        .filter(ro::kind.eq(OrderKind::Exchange.as_str()))
+        .filter(ro::status.eq_any([Status::Executing.as_str(), Status::Completed.as_str()]))
+        .filter(ro::return_due.lt(on))
+        .order(ro::id.asc())
+        .select(OrderRow::as_select())
+        .load(conn)?;
+    let mut announced = 0;
+    for row in candidates {
+        let (Some(due), Some(owed)) = (row.return_due, row.owed_g(on)) else {
+            continue;
+        };
+        let subject = format!("order:{}", row.id);
+        if !model::is_overdue(due, on, owed, row.returned_g)
+            || events::repo::announced(conn, events::model::EXCHANGE_OVERDUE, &subject)?
+        {
+            continue;
+        }
+        events::repo::stage(
+            conn,
+            events::model::EXCHANGE_OVERDUE,
+            Some(&row.element),
+            None,
+            Some(&subject),
+            &serde_json::json!({
+                "order_id": row.id,
+                "element": row.element,
+                "counterparty": row.counterparty,
+                "return_due": due.to_string(),
+                "owed_kg": Grams(owed).to_kg_string(),
+                "returned_kg": Grams(row.returned_g).to_kg_string(),
+                "outstanding_kg": Grams(owed - row.returned_g).to_kg_string(),
+            }),
+        )?;
+        announced += 1;
+    }
+    Ok(format!("{announced} overdue exchange(s) announced"))
 }
 
 /// Stockpiles of the order's material at active depots, as allocation input.

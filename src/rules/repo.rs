@@ -748,7 +748,26 @@ pub fn evaluate(
         ))
         .returning(ev::all_columns)
         .get_result(conn)?;
-    Ok(evaluation_view(stored))
+    let view = evaluation_view(stored);
+    if fired {
+        crate::events::repo::stage(
+            conn,
+            crate::events::model::RULE_FIRED,
+            Some(&rule.element),
+            None,
+            Some(&format!("rule:{id}")),
+            &serde_json::json!({
+                "rule_id": id,
+                "element": rule.element,
+                "order_id": outcome.order_id,
+                "evaluation_id": view.id,
+                "drop_percent": view.drop_percent,
+                "proposed_kg": outcome.sizing.as_ref().map(|s| s.proposed_kg.clone()),
+                "detail": outcome.detail,
+            }),
+        )?;
+    }
+    Ok(view)
 }
 
 /// Why a rule did not fire, in words.

@@ -182,13 +182,7 @@ async fn the_script_calls_only_routes_the_server_has() {
         }
     }
     assert!(called.len() >= 8, "{called:?}");
-    // The event stream is being added on main; until it is merged here its
-    // ticket route is the one call allowed to be missing.
-    let pending = ["/events/tickets"];
-    for path in called
-        .iter()
-        .filter(|p| !p.starts_with("${") && !pending.contains(&p.as_str()))
-    {
+    for path in called.iter().filter(|p| !p.starts_with("${")) {
         let full = format!("/api/v1{path}");
         let wanted: Vec<&str> = full.split('/').collect();
         let known = ROUTES.iter().any(|(_, route)| {

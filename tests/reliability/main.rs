@@ -11,6 +11,9 @@ mod helpers;
 mod audit;
 mod bank;
 mod cluster;
+mod events;
 mod outage;
 mod races;
 mod scheduler;
+#[path = "../api/sse.rs"]
+mod sse;

@@ -1,0 +1,1 @@
+DROP TABLE depot_daily_shipments;
