@@ -671,7 +671,7 @@
     else if (ev.type.startsWith("order.") || ev.type === "rule.fired") scheduleRefresh({ stock: true, orders: true });
   }
 
-  const EVENT_TYPES = ["ledger.entry", "order.proposed", "order.approved", "order.rejected", "order.cancelled", "order.executing", "order.completed", "order.offered", "order.awarded", "rule.fired", "count.flagged", "exchange.overdue", "audit.report_issued"];
+  const EVENT_TYPES = ["ledger.entry", "order.proposed", "order.approved", "order.rejected", "order.cancelled", "order.executing", "order.completed", "order.offered", "order.awarded", "order.returned", "rule.fired", "count.flagged", "exchange.overdue", "audit.report_issued"];
 
   // EventSource cannot send headers, so each connection uses a single-use
   // ticket bought with the bearer token; on a drop, a new ticket and the last
