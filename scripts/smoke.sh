@@ -3,11 +3,13 @@
 # scratch directory's database and checks the service answers with real data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=serve-lib.sh
+source scripts/serve-lib.sh
 
 scratch=$(mktemp -d)
 port=18089
 cleanup() {
-  if [[ -n "${pid:-}" ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  stop_pid "${pid:-}"
   rm -rf "$scratch"
 }
 trap cleanup EXIT
@@ -16,11 +18,7 @@ RESERVE_DATABASE_URL="sqlite://$scratch/reserve.db" RESERVE_BIND="127.0.0.1:$por
   cargo run --release --locked -- serve --demo >"$scratch/tokens" 2>"$scratch/log" &
 pid=$!
 
-for _ in $(seq 1 120); do
-  if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then break; fi
-  if ! kill -0 "$pid" 2>/dev/null; then cat "$scratch/log" >&2; echo "the service exited" >&2; exit 1; fi
-  sleep 1
-done
+wait_ready "$port" "$pid" "$scratch/log"
 curl -fsS "http://127.0.0.1:$port/readyz"; echo
 
 viewer=$(grep '^VIEWER_TOKEN=' "$scratch/tokens" | cut -d= -f2-)

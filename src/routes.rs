@@ -5,8 +5,8 @@ use actix_web::{web, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
 use crate::{
-    audit, depots, docs, elements, events, flows, health, ledger, metrics, orders, periods, policy,
-    rules, stockpiles, summary,
+    audit, dashboard, depots, docs, elements, events, flows, health, ledger, metrics, orders,
+    periods, policy, rules, stockpiles, summary,
 };
 
 fn method_not_allowed(allow: &str) -> HttpResponse {
@@ -52,6 +52,9 @@ route_table! {
     get "/healthz" => health::healthz,
     get "/readyz" => health::readyz,
     get "/metrics" => metrics::routes::get,
+
+    get "/" => dashboard::routes::page,
+    get "/dashboard/{asset}" => dashboard::routes::asset,
 
     get "/openapi.yaml" => docs::routes::openapi_yaml,
     get "/docs" => docs::routes::page,

@@ -29,7 +29,9 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 /// than cached for long; they are small next to a page view's API calls.
 const CACHE_CONTROL: &str = "no-cache";
 
-fn file(content_type: &'static str, body: impl Into<web::Bytes>) -> HttpResponse {
+/// A static file as served by `/docs` and the dashboard: never sniffed,
+/// revalidated on every use.
+pub(crate) fn file(content_type: &'static str, body: impl Into<web::Bytes>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, HeaderValue::from_static(content_type)))
         .insert_header((header::CACHE_CONTROL, CACHE_CONTROL))
@@ -44,11 +46,18 @@ pub async fn openapi_yaml() -> HttpResponse {
 
 /// `GET /docs`.
 pub async fn page() -> HttpResponse {
-    let mut response = file("text/html; charset=utf-8", INDEX_HTML);
+    confined(
+        file("text/html; charset=utf-8", INDEX_HTML),
+        CONTENT_SECURITY_POLICY,
+    )
+}
+
+/// Adds a page's policy: what it may load (`csp`), no framing, no referrer.
+pub(crate) fn confined(mut response: HttpResponse, csp: &'static str) -> HttpResponse {
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        HeaderValue::from_static(csp),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(

@@ -3,7 +3,8 @@
 
 use crate::helpers::{spawn_app, Backend, Reply};
 
-async fn fetch(app: &crate::helpers::TestApp, path: &str) -> (Reply, Vec<u8>) {
+/// GETs `path` without a token: the reply and its raw bytes.
+pub(crate) async fn fetch(app: &crate::helpers::TestApp, path: &str) -> (Reply, Vec<u8>) {
     let mut res = app.client.get(app.url(path)).send().await.expect("request");
     let status = res.status();
     let headers = res.headers().clone();
@@ -20,7 +21,8 @@ async fn fetch(app: &crate::helpers::TestApp, path: &str) -> (Reply, Vec<u8>) {
     )
 }
 
-fn essence(r: &Reply) -> String {
+/// The content type without its parameters.
+pub(crate) fn essence(r: &Reply) -> String {
     r.header("content-type")
         .unwrap_or_default()
         .split(';')
@@ -31,7 +33,7 @@ fn essence(r: &Reply) -> String {
 }
 
 /// Every `src="…"` and `href="…"` value in an HTML page.
-fn references(html: &str) -> Vec<String> {
+pub(crate) fn references(html: &str) -> Vec<String> {
     let mut out = Vec::new();
     for attr in ["src=\"", "href=\""] {
         let mut rest = html;

@@ -6,6 +6,7 @@ mod helpers;
 mod audit;
 mod auth;
 mod cli;
+mod dashboard;
 mod depots;
 mod docs;
 mod events;
