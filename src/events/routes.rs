@@ -14,6 +14,7 @@ use crate::auth::{AuthUser, Role};
 use crate::db::types;
 use crate::elements::model::ElementSymbol;
 use crate::error::{ApiError, ApiResult, FieldError};
+use crate::http::OptionalIdempotencyKey;
 use crate::AppState;
 
 /// A comment line every 15 s keeps proxies from closing an idle stream and
@@ -302,7 +303,13 @@ pub struct TicketView {
 /// `POST /api/v1/events/tickets`: a single-use, one-minute ticket standing for
 /// the caller, for `GET /api/v1/events?ticket=`. Not an idempotent create: a
 /// retry mints another ticket, and the unused one expires within a minute.
-pub async fn ticket(state: web::Data<AppState>, user: AuthUser) -> ApiResult<HttpResponse> {
+pub async fn ticket(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    // Accepted as on every write, and refused when malformed, but not stored:
+    // replaying a single-use ticket would hand out a used one.
+    _key: OptionalIdempotencyKey,
+) -> ApiResult<HttpResponse> {
     may_read_events(&user)?;
     let (ticket, expires_at) = state
         .db(move |c| crate::db::write_transaction(c, |c| repo::issue_ticket(c, &user)))

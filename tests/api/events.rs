@@ -421,6 +421,16 @@ async fn tickets_open_one_stream_once_and_no_token_is_taken_from_the_query(backe
         .err()
         .unwrap();
     assert_eq!(status, 403);
+    // An Idempotency-Key is optional here, but never malformed.
+    let r = app
+        .client
+        .post(app.url("/api/v1/events/tickets"))
+        .insert_header(bearer(&app.viewer))
+        .insert_header(("Idempotency-Key", "two words"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
     app.stop().await;
 }
 
