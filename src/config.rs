@@ -21,6 +21,7 @@ pub struct Settings {
     pub rules: RuleSettings,
     pub audit: AuditSettings,
     pub metrics: MetricsSettings,
+    pub group_commit: GroupCommitSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -123,6 +124,18 @@ pub struct MetricsSettings {
     pub bind: String,
 }
 
+/// Group commit of ledger postings (`ledger::group`): concurrent postings
+/// share one database transaction and one commit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupCommitSettings {
+    /// Microseconds a group waits, after its first posting arrived, for more
+    /// to join it; 0 turns group commit off (each posting commits alone).
+    pub window_us: u64,
+    /// Most postings one group holds.
+    pub max_members: usize,
+}
+
 impl Settings {
     /// Loads the layered configuration; `env` is passed in (not read globally) so
     /// tests can load settings without touching the process environment.
@@ -192,6 +205,14 @@ impl Settings {
                 "metrics.bind must be HOST:PORT (e.g. 127.0.0.1:9100), or empty to serve /metrics on the main listener"
             );
         }
+        anyhow::ensure!(
+            self.group_commit.max_members >= 1,
+            "group_commit.max_members must be at least 1"
+        );
+        anyhow::ensure!(
+            self.group_commit.window_us <= 1_000_000,
+            "group_commit.window_us must be at most 1000000 (one second)"
+        );
         crate::audit::model::Tolerance::parse(
             &self.audit.tolerance_percent,
             &self.audit.tolerance_kg,

@@ -119,6 +119,26 @@ where
         return Ok(found);
     }
     let _running = in_flight.claim(subject, key)?;
+    run_claimed(conn, subject, key, request_hash, status, write)
+}
+
+/// The write of `run` once the key is claimed in this process: one write
+/// transaction that locks (subject, key), looks for a stored response, and
+/// only then writes and stores its response. Inside an open write
+/// transaction it is a savepoint of it (group commit, `ledger::group`): a
+/// refusal then rolls back this write alone.
+pub fn run_claimed<T, F>(
+    conn: &mut DbConn,
+    subject: &str,
+    key: &str,
+    request_hash: &str,
+    status: impl StatusFor<T>,
+    write: F,
+) -> ApiResult<StoredResponse>
+where
+    T: Serialize,
+    F: FnOnce(&mut DbConn) -> ApiResult<T>,
+{
     let result = write_transaction(conn, |c| -> Result<StoredResponse, TxError> {
         crate::db::lock_key_for_transaction(c, key_lock(subject, key))?;
         // The first request may have committed while this one waited.
@@ -162,7 +182,7 @@ where
 
 /// The advisory-lock key of (subject, key): the first 8 bytes of a SHA-256,
 /// so distinct pairs collide only by chance (and then merely wait in turn).
-fn key_lock(subject: &str, key: &str) -> i64 {
+pub(crate) fn key_lock(subject: &str, key: &str) -> i64 {
     let mut h = Sha256::new();
     h.update(b"idempotency\0");
     h.update(subject.as_bytes());
@@ -179,7 +199,9 @@ pub fn purge_expired(conn: &mut DbConn, retention: chrono::Duration) -> ApiResul
     Ok(diesel::delete(rec::table.filter(rec::created_at.lt(cutoff))).execute(conn)?)
 }
 
-fn lookup(
+/// The stored response of (subject, key), if any: `IdempotencyKeyReused`
+/// when it was stored for a different request.
+pub fn lookup(
     conn: &mut DbConn,
     subject: &str,
     key: &str,

@@ -63,6 +63,9 @@ pub struct AppState {
     pub events: events::Hub,
     /// This app's Prometheus metrics (`GET /metrics`).
     pub metrics: std::sync::Arc<metrics::Metrics>,
+    /// Group commit of postings (`ledger::group`); `None` when
+    /// `group_commit.window_us` is 0 and each posting commits alone.
+    pub group_commit: Option<ledger::group::GroupCommit>,
 }
 
 impl AppState {
@@ -306,17 +309,32 @@ pub fn build_state(settings: Settings, keys: TokenKeys) -> anyhow::Result<web::D
         settings.database.pool_size,
         Duration::from_secs(settings.database.connect_timeout_secs),
     );
+    let write_gate: Option<std::sync::Arc<std::sync::Mutex<()>>> =
+        matches!(url, db::DatabaseUrl::Sqlite(_)).then(Default::default);
+    let outage = Outage::default();
+    let metrics: std::sync::Arc<metrics::Metrics> = Default::default();
+    let group_commit = ledger::group::GroupCommit::start(
+        &settings.group_commit,
+        ledger::group::Committer {
+            pool: pool.clone(),
+            outage: outage.clone(),
+            metrics: metrics.clone(),
+            write_gate: write_gate.clone(),
+            postgres: matches!(url, db::DatabaseUrl::Postgres(_)),
+        },
+    );
     Ok(web::Data::new(AppState {
         pool,
         keys,
         backend: url.backend(),
-        write_gate: matches!(url, db::DatabaseUrl::Sqlite(_)).then(Default::default),
+        write_gate,
         throttle: http::throttle::FailureThrottle::new(settings.auth.max_failures_per_minute),
-        outage: Outage::default(),
+        outage,
         audit_key,
         events: events::Hub::new(),
         settings,
         in_flight: InFlight::default(),
-        metrics: Default::default(),
+        metrics,
+        group_commit,
     }))
 }

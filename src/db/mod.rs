@@ -246,17 +246,20 @@ where
         }
         Ok(value)
     };
-    let result = write_transaction_inner(conn, f);
+    let result = write_transaction_inner(conn, outermost, f);
     scope.finish(result.is_ok());
     result
 }
 
-fn write_transaction_inner<T, E, F>(conn: &mut DbConn, f: F) -> Result<T, E>
+fn write_transaction_inner<T, E, F>(conn: &mut DbConn, outermost: bool, f: F) -> Result<T, E>
 where
     F: FnOnce(&mut DbConn) -> Result<T, E>,
     E: From<diesel::result::Error>,
 {
     match conn {
+        // Nested: a savepoint of the open transaction (group commit runs
+        // each posting of a group in one; `ledger::group`).
+        _ if !outermost => conn.transaction(f),
         DbConn::Postgres(_) => conn.transaction(f),
         DbConn::Sqlite(_) => {
             if let DbConn::Sqlite(c) = conn {

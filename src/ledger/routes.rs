@@ -5,6 +5,7 @@ use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::dto::{BatchRequest, EntryView, MovementRequest, MovementView, TransferRequest};
+use super::group;
 use super::model::{EntryKind, Leg};
 use super::post::{self, Posting};
 use super::repo::{self, LedgerFilter};
@@ -41,39 +42,57 @@ async fn post_legs(
     }
     let settings = state.settings.ledger.clone();
     tracing::debug!(route, legs = legs.len(), "posting");
-    let stored = state
-        .idempotent(
-            user.subject.clone(),
-            key.0.clone(),
-            request_hash,
-            StatusCode::CREATED,
-            move |c| {
-                let posting = Posting {
-                    actor: &user.subject,
-                    idempotency_key: &key.0,
-                    legs,
-                    order: None,
-                };
-                let records = post::post(c, &settings, posting)?;
-                let movement_id = records
-                    .first()
-                    .map(|r| r.entry.movement_id.clone())
-                    .unwrap_or_default();
-                let mut entries: Vec<EntryView> = records
-                    .into_iter()
-                    .map(|r| EntryView::from_record(r, true))
-                    .collect();
-                let value = match shape {
-                    Shape::Single => serde_json::to_value(entries.remove(0)),
-                    Shape::Movement => serde_json::to_value(MovementView {
-                        movement_id,
-                        entries,
-                    }),
-                };
-                value.map_err(ApiError::internal)
-            },
-        )
-        .await?;
+    let (subject, idempotency_key) = (user.subject.clone(), key.0.clone());
+    let stockpiles: Vec<_> = legs.iter().map(|l| l.key.clone()).collect();
+    let work = move |c: &mut crate::db::DbConn| -> ApiResult<serde_json::Value> {
+        let posting = Posting {
+            actor: &user.subject,
+            idempotency_key: &key.0,
+            legs,
+            order: None,
+        };
+        let records = post::post(c, &settings, posting)?;
+        let movement_id = records
+            .first()
+            .map(|r| r.entry.movement_id.clone())
+            .unwrap_or_default();
+        let mut entries: Vec<EntryView> = records
+            .into_iter()
+            .map(|r| EntryView::from_record(r, true))
+            .collect();
+        let value = match shape {
+            Shape::Single => serde_json::to_value(entries.remove(0)),
+            Shape::Movement => serde_json::to_value(MovementView {
+                movement_id,
+                entries,
+            }),
+        };
+        value.map_err(ApiError::internal)
+    };
+    let stored = match &state.group_commit {
+        Some(group) => {
+            let request = group::Request {
+                subject,
+                key: idempotency_key,
+                request_hash,
+                stockpiles,
+                work: Box::new(work),
+                claim: None,
+            };
+            group::post(&state, group, request).await?
+        }
+        None => {
+            state
+                .idempotent(
+                    subject,
+                    idempotency_key,
+                    request_hash,
+                    StatusCode::CREATED,
+                    work,
+                )
+                .await?
+        }
+    };
     Ok(stored.into_http())
 }
 

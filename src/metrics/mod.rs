@@ -89,6 +89,10 @@ pub struct Metrics {
     pub pool_waiting: Gauge,
     pub webhook_delivered: Counter,
     pub webhook_failed: Counter,
+    /// Group commit (`ledger::group`): groups committed, and the postings
+    /// (accepted, refused or replayed) they held.
+    pub group_commit_groups: Counter,
+    pub group_commit_members: Counter,
 }
 
 impl Default for Metrics {
@@ -110,6 +114,8 @@ impl Metrics {
             pool_waiting: Gauge::default(),
             webhook_delivered: Counter::default(),
             webhook_failed: Counter::default(),
+            group_commit_groups: Counter::default(),
+            group_commit_members: Counter::default(),
         }
     }
 

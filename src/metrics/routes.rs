@@ -74,6 +74,21 @@ pub async fn scrape(state: &AppState) -> HttpResponse {
         &[],
         m.idempotent_replays.get(),
     );
+    for (name, help, counter) in [
+        (
+            "reserve_group_commit_groups_total",
+            "Groups of postings committed in one transaction each (group commit).",
+            &m.group_commit_groups,
+        ),
+        (
+            "reserve_group_commit_members_total",
+            "Postings answered from a committed group (accepted, refused or replayed).",
+            &m.group_commit_members,
+        ),
+    ] {
+        out.family(name, "counter", help);
+        out.sample(name, &[], counter.get());
+    }
     labelled_counter(
         &mut out,
         "reserve_auth_failures_total",

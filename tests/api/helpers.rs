@@ -161,7 +161,21 @@ pub fn test_settings(url: &str) -> Settings {
     settings.audit.daily_report_cron = String::new();
     settings.audit.month_end_report_cron = String::new();
     settings.audit.checkpoint_cron = String::new();
+    if let Some(us) = test_group_commit_window_us() {
+        settings.group_commit.window_us = us;
+    }
     settings
+}
+
+/// `RESERVE_TEST_GROUP_COMMIT=1` runs every app and replica the tests start
+/// with group commit on (a 2 ms window), so the same suites prove it; any
+/// other number is the window in microseconds.
+pub fn test_group_commit_window_us() -> Option<u64> {
+    match std::env::var("RESERVE_TEST_GROUP_COMMIT").ok()?.as_str() {
+        "" | "0" => None,
+        "1" => Some(2_000),
+        us => us.parse().ok(),
+    }
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {

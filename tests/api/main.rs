@@ -11,6 +11,7 @@ mod depots;
 mod docs;
 mod events;
 mod flows;
+mod group_commit;
 mod hardening;
 mod integrity;
 mod ledger;

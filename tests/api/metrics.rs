@@ -211,11 +211,13 @@ pub async fn scrape(app: &TestApp) -> Scrape {
     parse(&text)
 }
 
-const FAMILIES: [(&str, &str); 16] = [
+const FAMILIES: [(&str, &str); 18] = [
     ("reserve_http_requests", "counter"),
     ("reserve_http_request_duration_seconds", "histogram"),
     ("reserve_ledger_entries", "counter"),
     ("reserve_idempotent_replays", "counter"),
+    ("reserve_group_commit_groups", "counter"),
+    ("reserve_group_commit_members", "counter"),
     ("reserve_auth_failures", "counter"),
     ("reserve_throttled_requests", "counter"),
     ("reserve_db_pool_max_connections", "gauge"),

@@ -1,0 +1,454 @@
+//! Group commit (issue 11, scenario 10): postings that arrive within
+//! `group_commit.window_us` of each other share one database transaction, so
+//! the ledger pays one commit (one WAL flush) and one hold of `ledger_head`
+//! per group rather than per posting. Off when the window is 0.
+//!
+//! How a group runs, on one committer thread with one pooled connection:
+//! 1. Each request's handler has already done what it does without grouping
+//!    before its transaction: the idempotency fast path (a stored response is
+//!    replayed at once) and the in-process claim of its key.
+//! 2. BEGIN (IMMEDIATE on SQLite). On PostgreSQL the group then takes every
+//!    lock its members will take, in the global order of `ledger::post`:
+//!    the members' idempotency keys (advisory, sorted), their depot rows,
+//!    their stockpile rows, their element rows, and `ledger_head` last — each
+//!    set by one statement in sorted order, all in one round trip. The group
+//!    takes `ledger_head` once; after that no member waits for any lock.
+//! 3. Each member runs `idempotency::run_claimed` → `ledger::post` exactly as
+//!    it runs alone, inside a savepoint (a nested `write_transaction`). A
+//!    member refused for stock, capacity, drawdown, floor, ceiling, period or
+//!    idempotency rolls back alone and gets the error it would have had
+//!    alone; its idempotency record is written in the savepoint that holds
+//!    its entries. A later member with the same key replays the earlier
+//!    one's response (or is refused 422 for another body), as a sequential
+//!    request would. Sequences stay gapless: a rolled-back member's advance
+//!    of `ledger_head` rolls back with it.
+//! 4. COMMIT; only then is any member answered, so a crash loses only
+//!    unacknowledged requests. If the group fails as a whole (its commit, the
+//!    connection, a lock), no member's work is in the ledger and every member
+//!    gets 503, to retry with the same Idempotency-Key.
+//!
+//! Why step 2 (deadlocks). Members run one after another in one transaction.
+//! Locking as they go, the group would hold member 1's stockpile and
+//! `ledger_head` while member 2 waits for a stockpile that a posting on
+//! another replica holds while it waits for `ledger_head`: a cycle, and two
+//! groups on two replicas could each hold a row the other's next member
+//! wants. Taking the union of the members' locks up front, in the one global
+//! order, makes the group one more transaction obeying that order, whichever
+//! replica or path (order execution, depot close, a period lock) it meets. A
+//! member whose stockpile does not exist yet would create it, taking a lock
+//! on the new key that cannot be taken ahead; it runs alone, as an ordinary
+//! posting, right after the group. SQLite admits one writer at a time (BEGIN
+//! IMMEDIATE), so there the group needs no locks of its own.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::http::StatusCode;
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use tokio::sync::oneshot;
+
+use super::model::StockpileKey;
+use crate::config::GroupCommitSettings;
+use crate::db::schema::{depots, stockpiles};
+use crate::db::{write_transaction, DbConn, Pool};
+use crate::error::{ApiError, ApiResult};
+use crate::idempotency::{self, InFlightGuard, StoredResponse};
+use crate::metrics::{self, Metrics};
+
+/// What a member writes: `ledger::post` and the response value, run inside
+/// its savepoint.
+pub type Work = Box<dyn FnOnce(&mut DbConn) -> ApiResult<serde_json::Value> + Send>;
+
+/// One posting request, as handed to the committer.
+pub struct Request {
+    pub subject: String,
+    pub key: String,
+    pub request_hash: String,
+    /// Every stockpile the posting moves: the rows the group locks for it.
+    pub stockpiles: Vec<StockpileKey>,
+    pub work: Work,
+    /// The in-process claim of the key, held until the member is answered.
+    pub claim: Option<InFlightGuard>,
+}
+
+struct Queued {
+    request: Request,
+    arrived: Instant,
+    reply: oneshot::Sender<ApiResult<StoredResponse>>,
+}
+
+/// The handle requests submit to; the committer thread ends when the last
+/// handle is dropped.
+#[derive(Debug, Clone)]
+pub struct GroupCommit {
+    queue: mpsc::Sender<Queued>,
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queued")
+            .field("key", &self.request.key)
+            .finish()
+    }
+}
+
+/// What the committer needs of the app.
+pub struct Committer {
+    pub pool: Pool,
+    pub outage: crate::Outage,
+    pub metrics: Arc<Metrics>,
+    /// SQLite's write gate (`AppState::write_gate`), held for a whole group.
+    pub write_gate: Option<Arc<Mutex<()>>>,
+    pub postgres: bool,
+}
+
+impl GroupCommit {
+    /// Starts the committer thread; `None` when the window is 0 (off).
+    pub fn start(settings: &GroupCommitSettings, committer: Committer) -> Option<GroupCommit> {
+        if settings.window_us == 0 {
+            return None;
+        }
+        let window = Duration::from_micros(settings.window_us);
+        let max = settings.max_members.max(1);
+        let (queue, incoming) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("group-commit".into())
+            .spawn(move || committer.run(incoming, window, max));
+        match spawned {
+            Ok(_) => Some(GroupCommit { queue }),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the group committer; postings commit alone");
+                None
+            }
+        }
+    }
+
+    /// Queues `request` for the next group and waits for its answer, which
+    /// comes after the group's commit.
+    pub async fn submit(&self, request: Request) -> ApiResult<StoredResponse> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Queued {
+                request,
+                arrived: Instant::now(),
+                reply,
+            })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> ApiError {
+    ApiError::Unavailable(
+        "the posting was not committed; retry with the same Idempotency-Key".into(),
+    )
+}
+
+impl Committer {
+    fn run(self, incoming: mpsc::Receiver<Queued>, window: Duration, max: usize) {
+        while let Ok(first) = incoming.recv() {
+            // The window runs from the first member's arrival: requests that
+            // queued while the previous group committed go at once.
+            let deadline = first.arrived + window;
+            let mut group = vec![first];
+            while group.len() < max {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let next = if left.is_zero() {
+                    incoming.try_recv().ok()
+                } else {
+                    incoming.recv_timeout(left).ok()
+                };
+                match next {
+                    Some(q) => group.push(q),
+                    None => break,
+                }
+            }
+            // A panic (a bug) answers this group 503, as a panicking blocking
+            // call would, and leaves the committer serving the next one.
+            let run = std::panic::AssertUnwindSafe(|| self.run_group(group));
+            if std::panic::catch_unwind(run).is_err() {
+                tracing::error!("a group commit panicked; its members were answered 503");
+            }
+        }
+    }
+
+    fn run_group(&self, group: Vec<Queued>) {
+        let mut replies = Vec::with_capacity(group.len());
+        let mut requests = Vec::with_capacity(group.len());
+        for q in group {
+            replies.push(q.reply);
+            requests.push(q.request);
+        }
+        let claims: Vec<Option<InFlightGuard>> =
+            requests.iter_mut().map(|r| r.claim.take()).collect();
+        let answers = self.answer(requests);
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            // The client may have gone; its posting stands regardless.
+            let _ = reply.send(answer);
+        }
+        drop(claims);
+    }
+
+    /// Runs the group and the members that must run alone; one answer per
+    /// request, in order.
+    fn answer(&self, requests: Vec<Request>) -> Vec<ApiResult<StoredResponse>> {
+        let n = requests.len();
+        let mut conn = match self.pool.get() {
+            Ok(c) => c,
+            Err(_) => {
+                self.outage.trip();
+                return (0..n)
+                    .map(|_| Err(ApiError::Unavailable("the database is unavailable".into())))
+                    .collect();
+            }
+        };
+        let _turn = self
+            .write_gate
+            .as_ref()
+            .map(|g| g.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut answers: Vec<Option<ApiResult<StoredResponse>>> = (0..n).map(|_| None).collect();
+        let resolved = if self.postgres {
+            match resolve(&mut conn, &requests) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    return (0..n).map(|_| Err(group_failed(&e))).collect();
+                }
+            }
+        } else {
+            None
+        };
+        let mut members = Vec::new();
+        let mut alone = Vec::new();
+        for (i, r) in requests.into_iter().enumerate() {
+            let known = resolved
+                .as_ref()
+                .is_none_or(|ids| r.stockpiles.iter().all(|k| ids.contains_key(k)));
+            if known {
+                members.push((i, r));
+            } else {
+                alone.push((i, r));
+            }
+        }
+        if !members.is_empty() {
+            let count = members.len() as u64;
+            let locks = resolved.map(|ids| Locks::of(&members, &ids));
+            let mut outcomes = Vec::with_capacity(members.len());
+            let indices: Vec<usize> = members.iter().map(|(i, _)| *i).collect();
+            let committed = write_transaction(&mut conn, |c| -> ApiResult<()> {
+                if let Some(locks) = &locks {
+                    locks.take(c)?;
+                }
+                for (i, r) in members {
+                    let outcome = idempotency::run_claimed(
+                        c,
+                        &r.subject,
+                        &r.key,
+                        &r.request_hash,
+                        StatusCode::CREATED,
+                        r.work,
+                    );
+                    outcomes.push((i, outcome));
+                }
+                Ok(())
+            });
+            self.metrics
+                .add_postings(metrics::postings::take_committed());
+            match committed {
+                Ok(()) => {
+                    self.metrics.group_commit_groups.inc();
+                    self.metrics.group_commit_members.add(count);
+                    for (i, outcome) in outcomes {
+                        answers[i] = Some(outcome);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, members = count, "a group of postings failed to commit");
+                    for i in indices {
+                        answers[i] = Some(Err(group_failed(&e)));
+                    }
+                }
+            }
+        }
+        for (i, r) in alone {
+            answers[i] = Some(idempotency::run_claimed(
+                &mut conn,
+                &r.subject,
+                &r.key,
+                &r.request_hash,
+                StatusCode::CREATED,
+                r.work,
+            ));
+            self.metrics
+                .add_postings(metrics::postings::take_committed());
+        }
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Err(stopped())))
+            .collect()
+    }
+}
+
+/// The answer of every member of a group that did not commit.
+fn group_failed(e: &ApiError) -> ApiError {
+    match e {
+        ApiError::Unavailable(m) => ApiError::Unavailable(m.clone()),
+        _ => ApiError::Unavailable(
+            "the group of postings this one was in could not commit; retry with the same Idempotency-Key"
+                .into(),
+        ),
+    }
+}
+
+/// Stockpile and depot ids of the members' stockpiles that exist, by key,
+/// read in one statement.
+fn resolve(
+    conn: &mut DbConn,
+    requests: &[Request],
+) -> QueryResult<BTreeMap<StockpileKey, (i64, i64)>> {
+    let wanted: BTreeSet<&StockpileKey> = requests.iter().flat_map(|r| &r.stockpiles).collect();
+    let codes: Vec<&str> = wanted
+        .iter()
+        .map(|k| k.depot.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let elements: Vec<&str> = wanted
+        .iter()
+        .map(|k| k.element.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let rows: Vec<(i64, i64, String, String, String, String)> = stockpiles::table
+        .inner_join(depots::table)
+        .filter(depots::code.eq_any(codes))
+        .filter(stockpiles::element.eq_any(elements))
+        .select((
+            stockpiles::id,
+            depots::id,
+            depots::code,
+            stockpiles::element,
+            stockpiles::form,
+            stockpiles::grade,
+        ))
+        .load(conn)?;
+    let by_name: BTreeMap<(String, String, String, String), (i64, i64)> = rows
+        .into_iter()
+        .map(|(s, d, code, element, form, grade)| ((code, element, form, grade), (s, d)))
+        .collect();
+    Ok(wanted
+        .into_iter()
+        .filter_map(|k| {
+            let name = (
+                k.depot.as_str().to_string(),
+                k.element.as_str().to_string(),
+                k.form.as_str().to_string(),
+                k.grade.as_str().to_string(),
+            );
+            by_name.get(&name).map(|ids| (k.clone(), *ids))
+        })
+        .collect())
+}
+
+/// Every lock a group's members take (PostgreSQL), in the order they are
+/// taken: ids and symbols sorted, so every group and every posting agree.
+struct Locks {
+    keys: BTreeSet<i64>,
+    depots: BTreeSet<i64>,
+    stockpiles: BTreeSet<i64>,
+    elements: BTreeSet<&'static str>,
+}
+
+impl Locks {
+    fn of(members: &[(usize, Request)], ids: &BTreeMap<StockpileKey, (i64, i64)>) -> Locks {
+        let mut locks = Locks {
+            keys: BTreeSet::new(),
+            depots: BTreeSet::new(),
+            stockpiles: BTreeSet::new(),
+            elements: BTreeSet::new(),
+        };
+        for (_, r) in members {
+            locks.keys.insert(idempotency::key_lock(&r.subject, &r.key));
+            for k in &r.stockpiles {
+                if let Some((s, d)) = ids.get(k) {
+                    locks.stockpiles.insert(*s);
+                    locks.depots.insert(*d);
+                }
+                locks.elements.insert(k.element.as_str());
+            }
+        }
+        locks
+    }
+
+    /// Takes them, in one round trip. Every value is an integer or an element
+    /// symbol (one of 17 fixed ASCII words), so the statements are safe to
+    /// write out; `FOR NO KEY UPDATE` is the lock the postings' own UPDATEs take.
+    fn take(&self, conn: &mut DbConn) -> QueryResult<()> {
+        let mut sql = String::new();
+        for k in &self.keys {
+            let _ = write!(sql, "SELECT pg_advisory_xact_lock({k});");
+        }
+        let list =
+            |ids: &BTreeSet<i64>| ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        if !self.depots.is_empty() {
+            let _ = write!(
+                sql,
+                "SELECT 1 FROM depots WHERE id IN ({}) ORDER BY id FOR NO KEY UPDATE;",
+                list(&self.depots)
+            );
+        }
+        if !self.stockpiles.is_empty() {
+            let _ = write!(
+                sql,
+                "SELECT 1 FROM stockpiles WHERE id IN ({}) ORDER BY id FOR NO KEY UPDATE;",
+                list(&self.stockpiles)
+            );
+        }
+        // One statement per element, in the byte order `ledger::limits`
+        // locks them in (a collation could order them otherwise).
+        for e in self
+            .elements
+            .iter()
+            .filter(|e| e.bytes().all(|b| b.is_ascii_alphabetic()))
+        {
+            let _ = write!(
+                sql,
+                "SELECT 1 FROM element_policies WHERE element = '{e}' FOR NO KEY UPDATE;"
+            );
+        }
+        sql.push_str("UPDATE ledger_head SET last_sequence = last_sequence WHERE id = 1;");
+        conn.batch_execute(&sql)
+    }
+}
+
+/// Runs one posting through group commit: the idempotency fast path and the
+/// in-process claim here, as `AppState::idempotent` does, then the group.
+pub async fn post(
+    state: &crate::AppState,
+    group: &GroupCommit,
+    mut request: Request,
+) -> ApiResult<StoredResponse> {
+    let (subject, key, hash) = (
+        request.subject.clone(),
+        request.key.clone(),
+        request.request_hash.clone(),
+    );
+    // Fast path: a replay needs no group.
+    let found = state
+        .db(move |c| idempotency::lookup(c, &subject, &key, &hash))
+        .await?;
+    let stored = match found {
+        Some(found) => found,
+        None => {
+            request.claim = Some(state.in_flight.claim(&request.subject, &request.key)?);
+            group.submit(request).await?
+        }
+    };
+    if stored.replayed {
+        state.metrics.idempotent_replays.inc();
+    }
+    Ok(stored)
+}
