@@ -759,6 +759,9 @@ async fn postgres_run(o: &Opts) -> Vec<Row> {
         r2.note = format!("FAILED: {e}");
     }
     rows.push(r2);
+
+    // 10: scenario 1 again, against a server with group commit on.
+    rows.push(group_commit_row(o, &url, &operator, limit1.as_ref().ok().copied()).await);
     admin_sql(&format!(
         "DROP DATABASE IF EXISTS {limit_name} WITH (FORCE)"
     ));
@@ -778,6 +781,70 @@ async fn postgres_run(o: &Opts) -> Vec<Row> {
     rows.extend(large_ledger(o, &server, &url, &viewer, small_reads).await);
     server.stop();
     rows
+}
+
+/// Scenario 10: scenario 1's load against a second server on the same
+/// database with group commit on (`group_commit.window_us`, from
+/// BENCH_GROUP_COMMIT_US, default 2,000), measured against the same pgbench
+/// limit: one posting per transaction.
+async fn group_commit_row(o: &Opts, url: &str, operator: &str, limit: Option<f64>) -> Row {
+    let window_us = env_or("BENCH_GROUP_COMMIT_US", 2_000);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_reserve"))
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .env("RESERVE_DATABASE_URL", url)
+        .env("RESERVE_JWT_SECRET", SECRET)
+        .env("RESERVE_JOBS__ENABLED", "false")
+        .env("RESERVE_AUDIT__REPORTS_ENABLED", "false")
+        .env("RESERVE_AUTH__MAX_FAILURES_PER_MINUTE", "0")
+        .env("RESERVE_GROUP_COMMIT__WINDOW_US", window_us.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start reserve serve");
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let client = awc::Client::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !matches!(
+        client.get(format!("{}/readyz", server.base)).send().await,
+        Ok(r) if r.status().is_success()
+    ) {
+        assert!(Instant::now() < deadline, "the server did not get ready");
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.reset_peak();
+    let l = load(
+        &server.base,
+        operator,
+        o.clients,
+        o.seconds as f64,
+        Rc::new(|c, i| posting(c, i, false)),
+    )
+    .await;
+    let mut row = with_limit(
+        load_row(
+            "10 scenario 1 with group commit",
+            "postgres",
+            &l,
+            "postings/s",
+        ),
+        "pgbench posting script",
+        limit,
+        ">= 1.00",
+        1.0,
+    );
+    row.peak_rss_mib = server.peak_rss_mib();
+    if row.note.is_empty() {
+        row.note = format!("window {window_us} us");
+    }
+    server.stop();
+    row
 }
 
 /// p99 of each read at the current ledger size.
