@@ -98,7 +98,7 @@ fuzz() {
   port=$(free_port) || return 1
   echo "== $label: reserve serve --demo --bind 127.0.0.1:$port"
   RESERVE_JWT_SECRET=$FUZZ_JWT_SECRET RESERVE_DATABASE_URL=$database_url RESERVE_LOG_FORMAT=text \
-    RESERVE_AUTH__MAX_FAILURES_PER_MINUTE=0 \
+    RESERVE_AUTH__MAX_FAILURES_PER_MINUTE=0 RESERVE_WEBHOOKS__ENABLED=false \
     "$RESERVE_BIN" serve --demo --bind "127.0.0.1:$port" >"$run_dir/stdout" 2>"$run_dir/server.log" &
   pid=$!
   for _ in $(seq 1 240); do

@@ -22,6 +22,7 @@ pub struct Settings {
     pub audit: AuditSettings,
     pub metrics: MetricsSettings,
     pub group_commit: GroupCommitSettings,
+    pub webhooks: WebhookSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,6 +137,30 @@ pub struct GroupCommitSettings {
     pub max_members: usize,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Whether this replica fans events out and delivers them. The endpoints
+    /// stay served either way; with every replica off, deliveries wait.
+    pub enabled: bool,
+    /// How often the worker looks for due deliveries when no event wakes it.
+    pub poll_ms: u64,
+    /// The first retry's delay; each later one doubles, up to `retry_cap_ms`.
+    pub retry_base_ms: u64,
+    pub retry_cap_ms: u64,
+    /// How long after an event (or a redelivery) retries go on.
+    pub retry_window_hours: u64,
+    /// The whole outbound request, connect to response head.
+    pub timeout_ms: u64,
+    /// Largest event body sent; a larger event is announced thin (type and
+    /// position), for the receiver to read from the event stream.
+    pub max_payload_bytes: usize,
+    /// How much of a failing receiver's answer is kept in the delivery log.
+    pub max_response_bytes: usize,
+    /// Deliveries attempted at once by one replica.
+    pub concurrency: usize,
+}
+
 impl Settings {
     /// Loads the layered configuration; `env` is passed in (not read globally) so
     /// tests can load settings without touching the process environment.
@@ -212,6 +237,28 @@ impl Settings {
         anyhow::ensure!(
             self.group_commit.window_us <= 1_000_000,
             "group_commit.window_us must be at most 1000000 (one second)"
+        );
+        let w = &self.webhooks;
+        anyhow::ensure!(w.poll_ms >= 10, "webhooks.poll_ms must be at least 10");
+        anyhow::ensure!(
+            w.retry_base_ms >= 1 && w.retry_base_ms <= w.retry_cap_ms,
+            "webhooks.retry_base_ms must be at least 1 and at most webhooks.retry_cap_ms"
+        );
+        anyhow::ensure!(
+            (1..=24 * 30).contains(&w.retry_window_hours),
+            "webhooks.retry_window_hours must be 1 to 720"
+        );
+        anyhow::ensure!(
+            (100..=120_000).contains(&w.timeout_ms),
+            "webhooks.timeout_ms must be 100 to 120000"
+        );
+        anyhow::ensure!(
+            w.max_payload_bytes >= 1024,
+            "webhooks.max_payload_bytes must be at least 1024"
+        );
+        anyhow::ensure!(
+            (1..=256).contains(&w.concurrency),
+            "webhooks.concurrency must be 1 to 256"
         );
         crate::audit::model::Tolerance::parse(
             &self.audit.tolerance_percent,

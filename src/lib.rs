@@ -99,6 +99,23 @@ impl AppState {
         .await?
     }
 
+    /// Runs `f` in a write transaction, queued behind this process's other
+    /// SQLite writers (see `write_gate`).
+    pub async fn write<T, F>(&self, f: F) -> ApiResult<T>
+    where
+        F: FnOnce(&mut DbConn) -> ApiResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let gate = self.write_gate.clone();
+        self.db(move |conn| {
+            let _turn = gate
+                .as_ref()
+                .map(|g| g.lock().unwrap_or_else(|p| p.into_inner()));
+            db::write_transaction(conn, f)
+        })
+        .await
+    }
+
     /// Runs an idempotent write (see `idempotency::run`) for `subject`'s `key`.
     pub async fn idempotent<T, F>(
         &self,
@@ -237,6 +254,7 @@ pub fn run(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result
         Ok(url) => maintenance.events.start(url),
         Err(e) => tracing::error!(error = %e, "no event hub: the database URL is invalid"),
     }
+    webhooks::worker::spawn(maintenance.clone());
     actix_web::rt::spawn(purge_idempotency_records(maintenance));
     Ok(server)
 }

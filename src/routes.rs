@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse, ResponseError};
 use crate::error::ApiError;
 use crate::{
     audit, dashboard, depots, docs, elements, events, flows, health, ledger, metrics, orders,
-    periods, policy, rules, stockpiles, summary,
+    periods, policy, rules, stockpiles, summary, webhooks,
 };
 
 fn method_not_allowed(allow: &str) -> HttpResponse {
@@ -125,6 +125,15 @@ route_table! {
     get "/api/v1/release-rules/{id}/evaluations" => rules::routes::evaluations,
 
     post "/api/v1/simulations" => rules::routes::simulate,
+
+    post "/api/v1/webhooks" => webhooks::routes::create,
+    get "/api/v1/webhooks" => webhooks::routes::list,
+    get "/api/v1/webhooks/{id}" => webhooks::routes::get,
+    patch "/api/v1/webhooks/{id}" => webhooks::routes::update,
+    delete "/api/v1/webhooks/{id}" => webhooks::routes::delete,
+    get "/api/v1/webhooks/{id}/deliveries" => webhooks::routes::deliveries,
+    get "/api/v1/webhooks/{id}/deliveries/{delivery_id}" => webhooks::routes::delivery,
+    post "/api/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver" => webhooks::routes::redeliver,
 
     get "/api/v1/ceilings" => policy::routes::list_ceilings,
     get "/api/v1/ceilings/{element}/{fiscal_year}" => policy::routes::get_ceiling,

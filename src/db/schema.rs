@@ -498,6 +498,7 @@ diesel::table! {
         updated_at -> Timestamp,
         updated_by -> Text,
         deleted_at -> Nullable<Timestamp>,
+        starts_after -> Text,
     }
 }
 
@@ -524,6 +525,8 @@ diesel::table! {
         next_attempt_at -> Nullable<Timestamp>,
         leased_until -> Nullable<Timestamp>,
         delivered_at -> Nullable<Timestamp>,
+        lease_token -> Nullable<Text>,
+        redelivered_at -> Nullable<Timestamp>,
     }
 }
 

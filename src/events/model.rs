@@ -113,27 +113,31 @@ pub struct Event {
 const PRIVILEGED_LEDGER_FIELDS: &[&str] = &["actor", "idempotency_key"];
 
 impl Event {
-    /// The Server-Sent Events frame: `id`, `event`, and the data on one line.
-    /// Ledger entries name their poster only to callers who may see actors.
-    pub fn frame(&self, show_actors: bool) -> String {
-        let data = if self.kind == LEDGER_ENTRY && !show_actors {
-            let mut d = self.data.clone();
-            if let Some(o) = d.as_object_mut() {
+    /// The event's data as a reader sees it: ledger entries name their
+    /// poster only to readers who may see actors.
+    pub fn data_for(&self, show_actors: bool) -> Value {
+        let mut data = self.data.clone();
+        if self.kind == LEDGER_ENTRY && !show_actors {
+            if let Some(o) = data.as_object_mut() {
                 for f in PRIVILEGED_LEDGER_FIELDS {
                     if o.contains_key(*f) {
                         o.insert((*f).into(), Value::Null);
                     }
                 }
             }
-            d
-        } else {
-            self.data.clone()
-        };
+        }
+        data
+    }
+
+    /// The Server-Sent Events frame: `id`, `event`, and the data on one line.
+    pub fn frame(&self, show_actors: bool) -> String {
         // serde_json escapes every newline inside strings, so one `data:` line
         // carries the whole document.
         format!(
             "id: {}\nevent: {}\ndata: {}\n\n",
-            self.position, self.kind, data
+            self.position,
+            self.kind,
+            self.data_for(show_actors)
         )
     }
 }
@@ -161,7 +165,7 @@ impl KindFilter {
         ))
     }
 
-    fn matches(&self, kind: &str) -> bool {
+    pub fn matches(&self, kind: &str) -> bool {
         match self {
             KindFilter::Exact(k) => k == kind,
             KindFilter::Prefix(p) => kind.starts_with(p.as_str()),

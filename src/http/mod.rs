@@ -146,3 +146,37 @@ mod tests {
         assert!(super::query_instant("2026-11-26T09:30:00+01:00").is_ok());
     }
 }
+
+/// What `If-Match` demands of the `kind` resource `id` whose ETags read
+/// `"{kind}-{id}-v{version}"`: `None` for `*` (it exists), else the version.
+pub fn if_match_version(
+    req: &actix_web::HttpRequest,
+    kind: &str,
+    id: i64,
+) -> Result<Option<i64>, ApiError> {
+    let value = req
+        .headers()
+        .get(actix_web::http::header::IF_MATCH)
+        .ok_or_else(|| {
+            ApiError::PreconditionRequired(format!(
+                "send If-Match with the {kind}'s ETag (or *) to change it"
+            ))
+        })?
+        .to_str()
+        .map_err(|_| ApiError::PreconditionFailed("If-Match is not a valid ETag".into()))?
+        .trim();
+    if value == "*" {
+        return Ok(None);
+    }
+    let mismatch = || {
+        ApiError::PreconditionFailed(format!("If-Match does not match the {kind}'s current ETag"))
+    };
+    let prefix = format!("\"{kind}-{id}-v");
+    let version: i64 = value
+        .strip_prefix(prefix.as_str())
+        .and_then(|v| v.strip_suffix('"'))
+        .and_then(|v| v.parse().ok())
+        .filter(|v| *v >= 1)
+        .ok_or_else(mismatch)?;
+    Ok(Some(version))
+}

@@ -5,7 +5,7 @@
 use actix_web::{http::header, http::StatusCode, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::dto::{rule_etag, EvaluationView, RuleRequest, RuleView};
+use super::dto::{EvaluationView, RuleRequest, RuleView};
 use super::repo::{self, Expected, RuleFilter, Trigger};
 use crate::auth::{Admin, AuthUser, Authorized, Role};
 use crate::db::{read_transaction, write_transaction};
@@ -32,31 +32,7 @@ fn with_etag(status: StatusCode, view: &RuleView) -> HttpResponse {
 
 /// What `If-Match` demands of rule `id`: `*` or one of its ETags.
 fn if_match(req: &HttpRequest, id: i64) -> ApiResult<Expected> {
-    let value = req
-        .headers()
-        .get(header::IF_MATCH)
-        .ok_or_else(|| {
-            ApiError::PreconditionRequired(
-                "send If-Match with the rule's ETag (or *) to change it".into(),
-            )
-        })?
-        .to_str()
-        .map_err(|_| ApiError::PreconditionFailed("If-Match is not a valid ETag".into()))?
-        .trim();
-    if value == "*" {
-        return Ok(None);
-    }
-    let mismatch =
-        || ApiError::PreconditionFailed("If-Match does not match the rule's current ETag".into());
-    let prefix = format!("\"rule-{id}-v");
-    let version: i64 = value
-        .strip_prefix(prefix.as_str())
-        .and_then(|v| v.strip_suffix('"'))
-        .and_then(|v| v.parse().ok())
-        .filter(|v| *v >= 1)
-        .ok_or_else(mismatch)?;
-    debug_assert_eq!(rule_etag(id, version), value);
-    Ok(Some(version))
+    crate::http::if_match_version(req, "rule", id)
 }
 
 pub async fn create(

@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::events::model::KindFilter;
+
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// The prefix of a Standard Webhooks secret.
@@ -72,13 +74,14 @@ pub fn validate_url(raw: &str) -> Result<url::Url, String> {
 }
 
 /// The event types a webhook takes: exact types (`order.approved`), prefixes
-/// (`order.*`) or everything (`*`).
+/// (`order.*`) or everything (`*`). Terms are the event stream's `?type=`
+/// terms, so a typo (`ledger.entrys`) is refused rather than never matching.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventTypes(Vec<String>);
 
 impl EventTypes {
     /// Parses a list such as `["ledger.entry", "order.*"]`: at least one, at
-    /// most 50, each lowercase words joined by dots, optionally ending `.*`.
+    /// most 50, duplicates dropped.
     pub fn parse(types: &[String]) -> Result<EventTypes, String> {
         if types.is_empty() {
             return Err("name at least one event type (or \"*\" for every type)".into());
@@ -89,17 +92,8 @@ impl EventTypes {
         let mut out: Vec<String> = Vec::with_capacity(types.len());
         for t in types {
             let t = t.trim();
-            let body = t.strip_suffix(".*").unwrap_or(t);
-            let word = |w: &str| {
-                !w.is_empty()
-                    && w.len() <= 64
-                    && w.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-            };
-            if t != "*" && !body.split('.').all(word) {
-                return Err(format!(
-                    "{t:?} is not an event type: use lowercase words joined by dots \
-                     (ledger.entry, order.approved), a prefix ending in .* (order.*), or *"
-                ));
+            if t != "*" {
+                KindFilter::parse(t)?;
             }
             if !out.iter().any(|o| o == t) {
                 out.push(t.to_string());
@@ -123,13 +117,9 @@ impl EventTypes {
 
     /// Whether an event of type `kind` goes to this webhook.
     pub fn matches(&self, kind: &str) -> bool {
-        self.0.iter().any(|t| match t.strip_suffix(".*") {
-            _ if t == "*" => true,
-            Some(prefix) => kind
-                .strip_prefix(prefix)
-                .is_some_and(|rest| rest.starts_with('.')),
-            None => t == kind,
-        })
+        self.0
+            .iter()
+            .any(|t| t == "*" || KindFilter::parse(t).is_ok_and(|f| f.matches(kind)))
     }
 }
 
@@ -222,6 +212,11 @@ mod tests {
         assert!(t.matches("order.approved"));
         assert!(t.matches("ledger.entry"));
         assert!(!t.matches("orders.approved"));
+        assert!(
+            EventTypes::parse(&["ledger.entrys".into()]).is_err(),
+            "unknown type"
+        );
+        assert!(EventTypes::parse(&["exchange.*".into()]).is_ok());
         assert!(!t.matches("order"));
         assert!(!t.matches("rule.fired"));
         assert!(EventTypes::parse(&["*".into()])

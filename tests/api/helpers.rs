@@ -164,6 +164,8 @@ pub fn test_settings(url: &str) -> Settings {
     if let Some(us) = test_group_commit_window_us() {
         settings.group_commit.window_us = us;
     }
+    // Webhook delivery only where a test registers receivers.
+    settings.webhooks.enabled = false;
     settings
 }
 
@@ -332,10 +334,30 @@ impl TestApp {
         if_match: Option<&str>,
         body: &Value,
     ) -> Reply {
-        let mut req = self
-            .client
-            .put(self.url(path))
-            .insert_header(("Authorization", format!("Bearer {token}")));
+        self.send_with_if_match(self.client.put(self.url(path)), token, if_match, body)
+            .await
+    }
+
+    /// PATCHes JSON with a bearer token and, when given, an `If-Match`.
+    pub async fn patch(
+        &self,
+        path: &str,
+        token: &str,
+        if_match: Option<&str>,
+        body: &Value,
+    ) -> Reply {
+        self.send_with_if_match(self.client.patch(self.url(path)), token, if_match, body)
+            .await
+    }
+
+    async fn send_with_if_match(
+        &self,
+        req: awc::ClientRequest,
+        token: &str,
+        if_match: Option<&str>,
+        body: &Value,
+    ) -> Reply {
+        let mut req = req.insert_header(("Authorization", format!("Bearer {token}")));
         if let Some(e) = if_match {
             req = req.insert_header(("If-Match", e.to_string()));
         }

@@ -26,3 +26,5 @@ mod properties;
 mod reads;
 mod rules;
 mod sse;
+mod webhook_receiver;
+mod webhooks;

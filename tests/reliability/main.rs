@@ -17,3 +17,6 @@ mod races;
 mod scheduler;
 #[path = "../api/sse.rs"]
 mod sse;
+#[path = "../api/webhook_receiver.rs"]
+mod webhook_receiver;
+mod webhooks;
