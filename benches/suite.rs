@@ -15,6 +15,8 @@
 
 #[path = "../tests/api/helpers.rs"]
 mod helpers;
+#[path = "data/rules.rs"]
+mod rules_data;
 #[path = "limit/script.rs"]
 mod script;
 
@@ -37,7 +39,8 @@ const ELEMENTS: [&str; 17] = [
 const DEPOTS: [&str; 5] = ["B01", "B02", "B03", "B04", "B05"];
 
 struct Opts {
-    seconds: u64,
+    /// Per load scenario (pgbench runs whole seconds: at least 1).
+    seconds: f64,
     clients: usize,
     entries: usize,
     postgres: bool,
@@ -84,7 +87,10 @@ fn env_or(name: &str, default: u64) -> u64 {
 fn main() {
     let smoke = std::env::args().any(|a| a == "--smoke");
     let opts = Opts {
-        seconds: env_or("BENCH_SECONDS", if smoke { 1 } else { 15 }),
+        seconds: std::env::var("BENCH_SECONDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if smoke { 0.5 } else { 15.0 }),
         clients: env_or("BENCH_CLIENTS", 32) as usize,
         entries: env_or("BENCH_ENTRIES", if smoke { 3_000 } else { 1_000_000 }) as usize,
         postgres: !helpers::postgres_skipped(),
@@ -96,6 +102,11 @@ fn main() {
             rows.extend(postgres_run(&opts).await);
         }
         rows.extend(sqlite_run(&opts).await);
+        let rounds = if smoke { 3 } else { 20 };
+        if opts.postgres {
+            rows.push(rules_row(helpers::Backend::Postgres, rounds).await);
+        }
+        rows.push(rules_row(helpers::Backend::Sqlite, rounds).await);
     });
     print_table(&rows);
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
@@ -120,6 +131,53 @@ fn main() {
     if rows.iter().any(|r| r.note.starts_with("FAILED")) {
         eprintln!("bench: a scenario failed (see the notes)");
         std::process::exit(1);
+    }
+}
+
+/// 9: `cover` and the scheduled evaluation of every rule, all 34 firing, on
+/// a fresh database of the backend holding `benches/data/rules.rs`' data (17
+/// elements × 5 years × 20 origins of import flows). A round is one
+/// `flows::cover::load` plus one `rules::repo::evaluate_scheduled`, rolled
+/// back so that every round evaluates the same state; p50 is the median
+/// round, p99 the slowest. In-process (the library, a pool of the service's
+/// connections): the scheduled job has no HTTP endpoint.
+async fn rules_row(backend: helpers::Backend, rounds: usize) -> Row {
+    let name = match backend {
+        helpers::Backend::Sqlite => "sqlite",
+        helpers::Backend::Postgres => "postgres",
+    };
+    let app = helpers::spawn_app(backend).await;
+    rules_data::load(&app).await;
+    let mut times = Vec::new();
+    let mut outcome = String::new();
+    for _ in 0..rounds {
+        let mut conn = app.state.pool.get().expect("connection");
+        let t = Instant::now();
+        reserve::flows::cover::load(&mut conn, None).expect("cover");
+        let _ = conn.transaction::<(), diesel::result::Error, _>(|c| {
+            outcome =
+                reserve::rules::repo::evaluate_scheduled(c, chrono::Utc::now()).expect("evaluate");
+            Err(diesel::result::Error::RollbackTransaction)
+        });
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    app.stop().await;
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let all_fired = outcome.contains("34 fired");
+    Row {
+        scenario: "9 cover + every rule, 17 el x 5 y x 20 orig".into(),
+        backend: name,
+        p50_ms: Some(median),
+        p99_ms: times.last().copied(),
+        target: "p50 < 50 ms".into(),
+        met: Some(median < 50.0),
+        note: if all_fired {
+            outcome
+        } else {
+            format!("FAILED: not every rule fired: {outcome}")
+        },
+        ..Row::default()
     }
 }
 
@@ -557,7 +615,7 @@ fn stockpile_ids(conn: &mut reserve::db::DbConn) -> QueryResult<Vec<(i64, i64, S
 fn pgbench(
     url: &str,
     clients: usize,
-    seconds: u64,
+    seconds: f64,
     stockpiles: &[(i64, i64, String, String)],
 ) -> Result<f64, String> {
     let template = std::fs::read_to_string(
@@ -577,7 +635,7 @@ fn pgbench(
         "-j",
         "2",
     ])
-    .args(["-T", &seconds.to_string()]);
+    .args(["-T", &(seconds.ceil().max(1.0) as u64).to_string()]);
     let now = chrono::Utc::now()
         .naive_utc()
         .format("%Y-%m-%d %H:%M:%S%.6f")
@@ -665,7 +723,7 @@ async fn postgres_run(o: &Opts) -> Vec<Row> {
     let db = helpers::TestDb::new(helpers::Backend::Postgres);
     let url = db.url().to_string();
     let mut rows = Vec::new();
-    let secs = o.seconds as f64;
+    let secs = o.seconds;
     let server = Server::start(&url).await;
     setup(&server.base, &admin, &operator).await;
     // The limit runs on a copy of this database, so its rows (hashed by no
@@ -849,7 +907,7 @@ async fn group_commit_row(o: &Opts, url: &str, operator: &str, limit: Option<f64
 
 /// p99 of each read at the current ledger size.
 async fn reads(base: &str, viewer: &str, o: &Opts, stockpile: i64) -> BTreeMap<&'static str, Load> {
-    let secs = (o.seconds as f64 / 2.0).max(1.0);
+    let secs = (o.seconds / 2.0).max(0.25);
     let mut out = BTreeMap::new();
     let paths: [(&'static str, String); 4] = [
         ("summary", "/api/v1/summary".into()),
@@ -1082,12 +1140,12 @@ async fn sqlite_run(o: &Opts) -> Vec<Row> {
         &server.base,
         &operator,
         o.clients,
-        o.seconds as f64,
+        o.seconds,
         Rc::new(|c, i| posting(c, i, false)),
     )
     .await;
     // The limit runs on a copy of the database file, as on PostgreSQL.
-    let limit = sqlite_limit(&url, o.seconds as f64);
+    let limit = sqlite_limit(&url, o.seconds);
     let mut r = with_limit(
         load_row(
             "8 single postings, 85 stockpiles",
@@ -1193,6 +1251,8 @@ fn sqlite_limit(url: &str, seconds: f64) -> Result<f64, String> {
         on_hand_g: i64,
         #[diesel(sql_type = Text)]
         head_hash: String,
+        #[diesel(sql_type = BigInt)]
+        entry_count: i64,
     }
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
@@ -1221,6 +1281,7 @@ fn sqlite_limit(url: &str, seconds: f64) -> Result<f64, String> {
                 let s: Stock = q.get_result(conn).map_err(|e| format!("{sql}: {e}"))?;
                 vars.insert("s_on_hand_g".into(), json!(s.on_hand_g));
                 vars.insert("s_head_hash".into(), json!(s.head_hash));
+                vars.insert("s_entry_count".into(), json!(s.entry_count));
             } else if sql.starts_with("UPDATE `ledger_head`") {
                 let h: Head = q.get_result(conn).map_err(|e| format!("{sql}: {e}"))?;
                 vars.insert("h_last_sequence".into(), json!(h.last_sequence));

@@ -787,16 +787,16 @@ pub fn audit_key_path(url: &DatabaseUrl) -> PathBuf {
     secret_path(url).with_extension("demo-audit-key")
 }
 
-/// Posts `entries` valid entries through `ledger::post`, in postings of a
-/// thousand legs, at a depot `LOAD` it creates: acquisitions over the demo's
-/// twenty materials, every seventh leg a release. For measuring verification at
+/// Posts `entries` valid entries through `ledger::post`, in postings of
+/// 5,000 legs (inserted 500 rows a statement), at a depot `LOAD` it creates:
+/// acquisitions over the demo's twenty materials, every seventh leg a release. For measuring verification at
 /// scale (`reserve load-ledger`); every hash and balance is genuine.
 pub fn load_entries(
     conn: &mut DbConn,
     entries: usize,
     progress: &mut dyn FnMut(usize),
 ) -> ApiResult<usize> {
-    const BATCH: usize = 1_000;
+    const BATCH: usize = 5_000;
     let code = DepotCode::parse("LOAD").map_err(ApiError::BadRequest)?;
     let exists: i64 = depots::table
         .filter(depots::code.eq(code.as_str()))

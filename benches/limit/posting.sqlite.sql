@@ -14,13 +14,14 @@ SELECT `idempotency_records`.`request_hash`, `idempotency_records`.`response_sta
 SELECT `depots`.`id`, `depots`.`code`, `depots`.`name`, `depots`.`region`, `depots`.`status`, `depots`.`capacity_g`, `depots`.`max_drawdown_g_per_day`, `depots`.`on_hand_g`, `depots`.`version`, `depots`.`created_at`, `depots`.`updated_at` FROM `depots` WHERE (`depots`.`code` IN (:depot_code));
 SELECT `stockpiles`.`id` FROM `stockpiles` WHERE ((((`stockpiles`.`depot_id` = :depot_id) AND (`stockpiles`.`element` = :element)) AND (`stockpiles`.`form` = :form)) AND (`stockpiles`.`grade` = :grade)) LIMIT :one;
 UPDATE `depots` SET `on_hand_g` = (`depots`.`on_hand_g` + :quantity_in) WHERE (((`depots`.`id` = :depot_id) AND (`depots`.`status` = :active)) AND (`depots`.`capacity_g` >= (`depots`.`on_hand_g` + :quantity_in))) RETURNING `code`, `max_drawdown_g_per_day`;
-UPDATE `stockpiles` SET `on_hand_g` = (`stockpiles`.`on_hand_g` + :quantity_in) WHERE (`stockpiles`.`id` = :stockpile_id) RETURNING `on_hand_g`, `reserved_g`, `head_hash` \gset s_
+UPDATE `stockpiles` SET `on_hand_g` = (`stockpiles`.`on_hand_g` + :quantity_in) WHERE (`stockpiles`.`id` = :stockpile_id) RETURNING `on_hand_g`, `reserved_g`, `head_hash`, `entry_count` \gset s_
 SELECT `ledger_entries`.`occurred_at` FROM `ledger_entries` WHERE (`ledger_entries`.`stockpile_id` = :stockpile_id) ORDER BY `ledger_entries`.`occurred_at` DESC LIMIT :one;
 UPDATE `element_policies` SET `version` = `element_policies`.`version` WHERE (`element_policies`.`element` = :element) RETURNING `reserve_floor_g`;
 SELECT `ceilings`.`acquire_max_g`, `ceilings`.`dispose_max_g` FROM `ceilings` WHERE ((`ceilings`.`element` = :element) AND (`ceilings`.`fiscal_year` = :fiscal_year)) LIMIT :one;
 UPDATE `ledger_head` SET `last_sequence` = (`ledger_head`.`last_sequence` + :one) WHERE (`ledger_head`.`id` = :one) RETURNING `last_sequence` \gset h_
 SELECT max(`period_locks`.`locked_before`) FROM `period_locks` LIMIT :one;
 INSERT INTO `ledger_entries` (`sequence`, `stockpile_id`, `kind`, `quantity_g`, `balance_after_g`, `occurred_at`, `recorded_at`, `actor`, `idempotency_key`, `movement_id`, `prev_hash`, `hash`) VALUES (:h_last_sequence, :stockpile_id, :kind_in, :quantity_in, :s_on_hand_g, :now, :now, :actor, :key, :key, :s_head_hash, :entry_hash);
+INSERT INTO `ledger_balances` (`stockpile_id`, `occurred_at`, `sequence`, `balance_g`, `entries`, `max_sequence`) VALUES (:stockpile_id, :now, :h_last_sequence, :s_on_hand_g, :s_entry_count, :h_last_sequence);
 UPDATE `stockpiles` SET `head_hash` = :entry_hash, `entry_count` = (`stockpiles`.`entry_count` + :one) WHERE (`stockpiles`.`id` = :stockpile_id);
 INSERT INTO `idempotency_records` (`subject`, `idempotency_key`, `request_hash`, `response_status`, `response_body`, `created_at`) VALUES (:subject, :key, :hash, :status, :response_body, :now);
 COMMIT;
@@ -31,7 +32,7 @@ SELECT `idempotency_records`.`request_hash`, `idempotency_records`.`response_sta
 SELECT `depots`.`id`, `depots`.`code`, `depots`.`name`, `depots`.`region`, `depots`.`status`, `depots`.`capacity_g`, `depots`.`max_drawdown_g_per_day`, `depots`.`on_hand_g`, `depots`.`version`, `depots`.`created_at`, `depots`.`updated_at` FROM `depots` WHERE (`depots`.`code` IN (:depot_code));
 SELECT `stockpiles`.`id` FROM `stockpiles` WHERE ((((`stockpiles`.`depot_id` = :depot_id) AND (`stockpiles`.`element` = :element)) AND (`stockpiles`.`form` = :form)) AND (`stockpiles`.`grade` = :grade)) LIMIT :one;
 UPDATE `depots` SET `on_hand_g` = (`depots`.`on_hand_g` + :quantity_out) WHERE (((`depots`.`id` = :depot_id) AND (`depots`.`status` = :active)) AND (`depots`.`on_hand_g` >= :withdrawn)) RETURNING `code`, `max_drawdown_g_per_day`;
-UPDATE `stockpiles` SET `on_hand_g` = (`stockpiles`.`on_hand_g` + :quantity_out) WHERE ((`stockpiles`.`id` = :stockpile_id) AND ((`stockpiles`.`on_hand_g` - `stockpiles`.`reserved_g`) >= :withdrawn)) RETURNING `on_hand_g`, `reserved_g`, `head_hash` \gset s_
+UPDATE `stockpiles` SET `on_hand_g` = (`stockpiles`.`on_hand_g` + :quantity_out) WHERE ((`stockpiles`.`id` = :stockpile_id) AND ((`stockpiles`.`on_hand_g` - `stockpiles`.`reserved_g`) >= :withdrawn)) RETURNING `on_hand_g`, `reserved_g`, `head_hash`, `entry_count` \gset s_
 SELECT `ledger_entries`.`occurred_at` FROM `ledger_entries` WHERE (`ledger_entries`.`stockpile_id` = :stockpile_id) ORDER BY `ledger_entries`.`occurred_at` DESC LIMIT :one;
 UPDATE `depot_daily_shipments` SET `shipped_g` = (`depot_daily_shipments`.`shipped_g` + :withdrawn) WHERE ((`depot_daily_shipments`.`depot_id` = :depot_id) AND (`depot_daily_shipments`.`day` = :day_start)) RETURNING `shipped_g`;
 UPDATE `element_policies` SET `version` = `element_policies`.`version` WHERE (`element_policies`.`element` = :element) RETURNING `reserve_floor_g`;
@@ -39,6 +40,7 @@ SELECT `ceilings`.`acquire_max_g`, `ceilings`.`dispose_max_g` FROM `ceilings` WH
 UPDATE `ledger_head` SET `last_sequence` = (`ledger_head`.`last_sequence` + :one) WHERE (`ledger_head`.`id` = :one) RETURNING `last_sequence` \gset h_
 SELECT max(`period_locks`.`locked_before`) FROM `period_locks` LIMIT :one;
 INSERT INTO `ledger_entries` (`sequence`, `stockpile_id`, `kind`, `quantity_g`, `balance_after_g`, `occurred_at`, `recorded_at`, `actor`, `idempotency_key`, `movement_id`, `prev_hash`, `hash`) VALUES (:h_last_sequence, :stockpile_id, :kind_out, :quantity_out, :s_on_hand_g, :now, :now, :actor, :key, :key, :s_head_hash, :entry_hash);
+INSERT INTO `ledger_balances` (`stockpile_id`, `occurred_at`, `sequence`, `balance_g`, `entries`, `max_sequence`) VALUES (:stockpile_id, :now, :h_last_sequence, :s_on_hand_g, :s_entry_count, :h_last_sequence);
 UPDATE `stockpiles` SET `head_hash` = :entry_hash, `entry_count` = (`stockpiles`.`entry_count` + :one) WHERE (`stockpiles`.`id` = :stockpile_id);
 INSERT INTO `idempotency_records` (`subject`, `idempotency_key`, `request_hash`, `response_status`, `response_body`, `created_at`) VALUES (:subject, :key, :hash, :status, :response_body, :now);
 COMMIT;

@@ -18,6 +18,22 @@ pub enum DbConn {
     Sqlite(SqliteConnection),
 }
 
+/// A multi-row INSERT of `rows` (a slice) into `table`, sent as one statement
+/// on either backend: diesel's `MultiConnection` cannot batch-insert, so this
+/// dispatches to the backend's own connection. On SQLite the rows must not
+/// use the DEFAULT keyword (derive `Insertable` with
+/// `treat_none_as_default_value = false`), or diesel sends one statement a row.
+#[macro_export]
+macro_rules! insert_rows {
+    ($conn:expr, $table:expr, $rows:expr) => {{
+        use diesel::RunQueryDsl as _;
+        match $conn {
+            $crate::db::DbConn::Postgres(c) => diesel::insert_into($table).values($rows).execute(c),
+            $crate::db::DbConn::Sqlite(c) => diesel::insert_into($table).values($rows).execute(c),
+        }
+    }};
+}
+
 pub type Pool = r2d2::Pool<DbConnManager>;
 pub type PooledConn = r2d2::PooledConnection<DbConnManager>;
 

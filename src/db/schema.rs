@@ -68,6 +68,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// Each entry's balance, entry count and highest sequence in its
+    /// stockpile's (occurred_at, sequence) order, for balances as of an
+    /// instant: migration 2026-12-02-000001.
+    ledger_balances (stockpile_id, occurred_at, sequence) {
+        stockpile_id -> BigInt,
+        occurred_at -> Timestamp,
+        sequence -> BigInt,
+        balance_g -> BigInt,
+        entries -> BigInt,
+        max_sequence -> BigInt,
+    }
+}
+
+diesel::table! {
     ledger_head (id) {
         id -> Integer,
         last_sequence -> BigInt,
@@ -448,6 +462,7 @@ diesel::table! {
 
 diesel::joinable!(stockpiles -> depots (depot_id));
 diesel::joinable!(depot_daily_shipments -> depots (depot_id));
+diesel::joinable!(ledger_balances -> stockpiles (stockpile_id));
 diesel::joinable!(depot_history -> depots (depot_id));
 diesel::joinable!(order_allocations -> depots (depot_id));
 diesel::joinable!(order_allocations -> release_orders (order_id));
@@ -553,6 +568,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     depots,
     stockpiles,
     depot_daily_shipments,
+    ledger_balances,
     ledger_head,
     ledger_entries,
     idempotency_records,

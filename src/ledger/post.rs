@@ -33,7 +33,9 @@ use super::chain::{StockpileIdentity, GENESIS};
 use super::model::{first_negative_as_of, running_balances, utc_day, Leg, StockpileKey};
 use super::repo::{EntryRecord, EntryRow};
 use crate::config::LedgerSettings;
-use crate::db::schema::{depots, ledger_entries as le, ledger_head, stockpiles};
+use crate::db::schema::{
+    depots, ledger_balances as lb, ledger_entries as le, ledger_head, stockpiles,
+};
 use crate::db::types::{self, Grams};
 use crate::db::DbConn;
 use crate::depots::model::DepotStatus;
@@ -114,6 +116,7 @@ pub fn post(
         .iter()
         .map(|(id, h)| (*id, h.balances.clone().into_iter()))
         .collect();
+    let mut balance_index = BalanceIndex::new(conn, &legs, &leg_stockpiles, &stockpile_heads)?;
     let mut records = Vec::with_capacity(legs.len());
     for (i, leg) in legs.into_iter().enumerate() {
         let stockpile_id = leg_stockpiles[i];
@@ -151,7 +154,7 @@ pub fn post(
         };
         row.hash = row.chained(identity).hash(&row.prev_hash);
         heads.insert(stockpile_id, row.hash.clone());
-        diesel::insert_into(le::table).values(&row).execute(conn)?;
+        balance_index.add(conn, &row)?;
         crate::metrics::postings::stage(leg.kind);
         records.push(EntryRecord {
             entry: row,
@@ -161,6 +164,13 @@ pub fn post(
             grade: leg.key.grade.to_string(),
         });
     }
+    // One multi-row INSERT per chunk rather than one statement per entry: a
+    // batch of 1,000 entries was 1,000 round trips (issue 11, scenario 3).
+    // Chunks keep the bind parameters (19 a row) under both backends' limits.
+    for chunk in records.chunks(INSERT_CHUNK) {
+        insert_entries(conn, chunk)?;
+    }
+    balance_index.flush(conn)?;
     for (stockpile_id, head) in &heads {
         let added = leg_stockpiles.iter().filter(|s| *s == stockpile_id).count() as i64;
         diesel::update(stockpiles::table.filter(stockpiles::id.eq(stockpile_id)))
@@ -522,6 +532,8 @@ struct LockedStockpile {
     head_hash: String,
     balances: Vec<i64>,
     on_hand_before: i64,
+    /// Entries of the stockpile before this posting.
+    entry_count: i64,
 }
 
 /// Applies each stockpile's net change in id order. A decrease must leave the
@@ -554,9 +566,10 @@ fn lock_stockpiles(
             stockpiles::on_hand_g,
             stockpiles::reserved_g,
             stockpiles::head_hash,
+            stockpiles::entry_count,
         );
         let consumed = reservation.filter(|(s, _)| *s == id).map_or(0, |(_, g)| g);
-        let updated: Option<(i64, i64, String)> = if consumed > 0 {
+        let updated: Option<(i64, i64, String, i64)> = if consumed > 0 {
             diesel::update(
                 target
                     .filter(stockpiles::reserved_g.ge(consumed))
@@ -593,7 +606,7 @@ fn lock_stockpiles(
             .find(|l| l.quantity.0 < 0)
             .or_else(|| on_this.next())
             .expect("stockpile has a leg");
-        let Some((on_hand_after, reserved, head_hash)) = updated else {
+        let Some((on_hand_after, reserved, head_hash, entry_count)) = updated else {
             let (on_hand, reserved): (i64, i64) = stockpiles::table
                 .filter(stockpiles::id.eq(id))
                 .select((stockpiles::on_hand_g, stockpiles::reserved_g))
@@ -637,6 +650,7 @@ fn lock_stockpiles(
                 head_hash,
                 balances,
                 on_hand_before,
+                entry_count,
             },
         );
     }
@@ -736,4 +750,217 @@ fn check_history(
         }
     }
     Ok(())
+}
+
+/// Rows a multi-row INSERT carries at most (19 bind parameters an entry row:
+/// 9,500 a statement, under SQLite's 32,766 and PostgreSQL's 65,535).
+const INSERT_CHUNK: usize = 500;
+
+/// Inserts entries in one statement. A single entry goes as `EntryRow`
+/// (absent optional fields left out on SQLite, DEFAULT on PostgreSQL: the
+/// statement `benches/limit` replays). Several go as one multi-row INSERT; on
+/// SQLite with NULL for absent fields, since SQLite has no DEFAULT keyword in
+/// VALUES and diesel would otherwise send one statement a row.
+fn insert_entries(conn: &mut DbConn, records: &[EntryRecord]) -> ApiResult<()> {
+    match (conn, records) {
+        (conn, [one]) => {
+            diesel::insert_into(le::table)
+                .values(&one.entry)
+                .execute(conn)?;
+        }
+        (DbConn::Postgres(c), many) => {
+            let rows: Vec<&EntryRow> = many.iter().map(|r| &r.entry).collect();
+            diesel::insert_into(le::table).values(rows).execute(c)?;
+        }
+        (DbConn::Sqlite(c), many) => {
+            let rows: Vec<EntryValues<'_>> =
+                many.iter().map(|r| EntryValues::of(&r.entry)).collect();
+            diesel::insert_into(le::table).values(rows).execute(c)?;
+        }
+    }
+    Ok(())
+}
+
+/// An entry as a multi-row INSERT on SQLite carries it: every column bound,
+/// NULL for an absent field.
+#[derive(Insertable)]
+#[diesel(table_name = le, treat_none_as_default_value = false)]
+struct EntryValues<'a> {
+    sequence: i64,
+    stockpile_id: i64,
+    kind: &'a str,
+    quantity_g: i64,
+    balance_after_g: i64,
+    occurred_at: chrono::NaiveDateTime,
+    recorded_at: chrono::NaiveDateTime,
+    actor: &'a str,
+    reference: Option<&'a str>,
+    counterparty: Option<&'a str>,
+    origin_country: Option<&'a str>,
+    unit_price_micros: Option<i64>,
+    currency: Option<&'a str>,
+    note: Option<&'a str>,
+    idempotency_key: &'a str,
+    movement_id: &'a str,
+    order_id: Option<i64>,
+    prev_hash: &'a str,
+    hash: &'a str,
+}
+
+impl<'a> EntryValues<'a> {
+    fn of(e: &'a EntryRow) -> Self {
+        EntryValues {
+            sequence: e.sequence,
+            stockpile_id: e.stockpile_id,
+            kind: &e.kind,
+            quantity_g: e.quantity_g,
+            balance_after_g: e.balance_after_g,
+            occurred_at: e.occurred_at,
+            recorded_at: e.recorded_at,
+            actor: &e.actor,
+            reference: e.reference.as_deref(),
+            counterparty: e.counterparty.as_deref(),
+            origin_country: e.origin_country.as_deref(),
+            unit_price_micros: e.unit_price_micros,
+            currency: e.currency.as_deref(),
+            note: e.note.as_deref(),
+            idempotency_key: &e.idempotency_key,
+            movement_id: &e.movement_id,
+            order_id: e.order_id,
+            prev_hash: &e.prev_hash,
+            hash: &e.hash,
+        }
+    }
+}
+
+/// A `ledger_balances` row: an entry's place in its stockpile's history by
+/// (`occurred_at`, `sequence`).
+#[derive(Insertable)]
+#[diesel(table_name = lb, treat_none_as_default_value = false)]
+struct BalanceRow {
+    stockpile_id: i64,
+    occurred_at: chrono::NaiveDateTime,
+    sequence: i64,
+    balance_g: i64,
+    entries: i64,
+    max_sequence: i64,
+}
+
+/// Keeps `ledger_balances` (migration 2026-12-02-000001) as the posting's
+/// entries are made, under the stockpiles' row locks. An entry that occurs at
+/// or after every earlier entry of its stockpile is last in the stockpile's
+/// (occurred_at, sequence) order, so its balance as of itself is the running
+/// balance it carries (`balance_after_g`) and its count all the stockpile's
+/// entries: those rows go out in one multi-row INSERT. A back-dated entry
+/// takes its balance from the row just before it in that order and adds
+/// itself to every row after it; its sequence is the highest yet, so it
+/// becomes their `max_sequence`.
+struct BalanceIndex {
+    /// Per stockpile: entries so far, and the newest `occurred_at` so far
+    /// (`None` when every leg on it is undated: `date_undated_legs` dates
+    /// them at or after the stockpile's newest entry).
+    stockpiles: BTreeMap<i64, (i64, Option<chrono::NaiveDateTime>)>,
+    pending: Vec<BalanceRow>,
+}
+
+impl BalanceIndex {
+    fn new(
+        conn: &mut DbConn,
+        legs: &[Leg],
+        leg_stockpiles: &[i64],
+        locked: &BTreeMap<i64, LockedStockpile>,
+    ) -> ApiResult<Self> {
+        let mut stockpiles = BTreeMap::new();
+        for (id, state) in locked {
+            let dated = legs
+                .iter()
+                .zip(leg_stockpiles)
+                .any(|(l, s)| s == id && l.occurred_at_given);
+            let newest = if dated {
+                le::table
+                    .filter(le::stockpile_id.eq(id))
+                    .order(le::occurred_at.desc())
+                    .select(le::occurred_at)
+                    .first::<chrono::NaiveDateTime>(conn)
+                    .optional()?
+                    .or(Some(chrono::NaiveDateTime::MIN))
+            } else {
+                None
+            };
+            stockpiles.insert(*id, (state.entry_count, newest));
+        }
+        Ok(Self {
+            stockpiles,
+            pending: Vec::new(),
+        })
+    }
+
+    fn add(&mut self, conn: &mut DbConn, row: &EntryRow) -> ApiResult<()> {
+        let (entries, newest) = self
+            .stockpiles
+            .get_mut(&row.stockpile_id)
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("stockpile not locked")))?;
+        *entries += 1;
+        let in_order = match newest {
+            None => true,
+            Some(n) if row.occurred_at >= *n => {
+                *n = row.occurred_at;
+                true
+            }
+            Some(_) => false,
+        };
+        if in_order {
+            self.pending.push(BalanceRow {
+                stockpile_id: row.stockpile_id,
+                occurred_at: row.occurred_at,
+                sequence: row.sequence,
+                balance_g: row.balance_after_g,
+                entries: *entries,
+                max_sequence: row.sequence,
+            });
+            return Ok(());
+        }
+        // Back-dated: the rows before it must be in place first.
+        self.flush(conn)?;
+        let before: (i64, i64) = lb::table
+            .filter(lb::stockpile_id.eq(row.stockpile_id))
+            .filter(lb::occurred_at.le(row.occurred_at))
+            .order((lb::occurred_at.desc(), lb::sequence.desc()))
+            .select((lb::balance_g, lb::entries))
+            .first(conn)
+            .optional()?
+            .unwrap_or((0, 0));
+        diesel::update(
+            lb::table
+                .filter(lb::stockpile_id.eq(row.stockpile_id))
+                .filter(lb::occurred_at.gt(row.occurred_at)),
+        )
+        .set((
+            lb::balance_g.eq(lb::balance_g + row.quantity_g),
+            lb::entries.eq(lb::entries + 1),
+            lb::max_sequence.eq(row.sequence),
+        ))
+        .execute(conn)?;
+        self.pending.push(BalanceRow {
+            stockpile_id: row.stockpile_id,
+            occurred_at: row.occurred_at,
+            sequence: row.sequence,
+            balance_g: before.0 + row.quantity_g,
+            entries: before.1 + 1,
+            max_sequence: row.sequence,
+        });
+        self.flush(conn)
+    }
+
+    fn flush(&mut self, conn: &mut DbConn) -> ApiResult<()> {
+        for chunk in self.pending.chunks(INSERT_CHUNK) {
+            if let [one] = chunk {
+                diesel::insert_into(lb::table).values(one).execute(conn)?;
+            } else {
+                crate::insert_rows!(conn, lb::table, chunk)?;
+            }
+        }
+        self.pending.clear();
+        Ok(())
+    }
 }

@@ -153,22 +153,22 @@ pub fn list(
 }
 
 /// On-hand of a stockpile as of `as_of` (by `occurred_at`), with how many
-/// entries made it up and the newest of them.
+/// entries made it up and the newest of them: one backward step on
+/// `ledger_balances`' key, however long the stockpile's history.
 pub fn balance_as_of(
     conn: &mut DbConn,
     stockpile_id: i64,
     as_of: NaiveDateTime,
 ) -> ApiResult<(i64, i64, Option<i64>)> {
-    let (sum, count, last): (Option<i64>, i64, Option<i64>) = le::table
-        .filter(le::stockpile_id.eq(stockpile_id))
-        .filter(le::occurred_at.le(as_of))
-        .select((
-            sum_quantity(),
-            diesel::dsl::count(le::sequence),
-            diesel::dsl::max(le::sequence),
-        ))
-        .first(conn)?;
-    Ok((sum.unwrap_or(0), count, last))
+    use crate::db::schema::ledger_balances as lb;
+    let row: Option<(i64, i64, i64)> = lb::table
+        .filter(lb::stockpile_id.eq(stockpile_id))
+        .filter(lb::occurred_at.le(as_of))
+        .order((lb::occurred_at.desc(), lb::sequence.desc()))
+        .select((lb::balance_g, lb::entries, lb::max_sequence))
+        .first(conn)
+        .optional()?;
+    Ok(row.map_or((0, 0, None), |(b, n, s)| (b, n, Some(s))))
 }
 
 /// `SUM(quantity_g)` as BIGINT on both backends (PostgreSQL's own SUM of a

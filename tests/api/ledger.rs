@@ -328,12 +328,32 @@ async fn balance_as_of_follows_occurred_at(backend: Backend) {
     )
     .await
     .expect(201);
-    for (as_of, expected) in [
-        ("2026-01-01T00:00:00Z", "0.000"),
-        ("2026-01-10T00:00:00Z", "10.000"),
-        ("2026-01-31T00:00:00Z", "11.000"),
-        ("2026-02-28T00:00:00Z", "16.000"),
-        ("2026-03-10T00:00:01Z", "13.000"),
+    // A batch dated out of order, one leg on an instant already taken: the
+    // later leg goes first, the earlier one is back-dated behind it.
+    let batch_leg = |kg: &str, t: &str| {
+        let mut b = at(kg, t);
+        b["kind"] = json!("acquisition");
+        b
+    };
+    app.post_new(
+        "/api/v1/ledger/batch",
+        &app.operator,
+        &json!({"entries": [
+            batch_leg("2", "2026-02-20T00:00:00Z"),
+            batch_leg("4", "2026-01-10T00:00:00Z"),
+        ]}),
+    )
+    .await
+    .expect(201);
+    // Sequences: 1 (Jan 10), 2 (Feb 10), 3 (Mar 10), 4 (Jan 20), 5 (Feb 20),
+    // 6 (Jan 10, same instant as 1).
+    for (as_of, expected, counted, last) in [
+        ("2026-01-01T00:00:00Z", "0.000", 0, None),
+        ("2026-01-10T00:00:00Z", "14.000", 2, Some(6)),
+        ("2026-01-31T00:00:00Z", "15.000", 3, Some(6)),
+        ("2026-02-15T00:00:00Z", "20.000", 4, Some(6)),
+        ("2026-02-28T00:00:00Z", "22.000", 5, Some(6)),
+        ("2026-03-10T00:00:01Z", "19.000", 6, Some(6)),
     ] {
         let r = app
             .get(
@@ -343,12 +363,14 @@ async fn balance_as_of_follows_occurred_at(backend: Backend) {
             .await
             .expect(200);
         assert_eq!(r.body["on_hand_kg"], expected, "as of {as_of}");
+        assert_eq!(r.body["entries_counted"], counted, "as of {as_of}");
+        assert_eq!(r.body["last_sequence"], json!(last), "as of {as_of}");
     }
     let now = app
         .get(&format!("/api/v1/stockpiles/{id}/balance"), &app.viewer)
         .await
         .expect(200);
-    assert_eq!(now.body["on_hand_kg"], "13.000");
+    assert_eq!(now.body["on_hand_kg"], "19.000");
     app.get(
         &format!("/api/v1/stockpiles/{id}/balance?as_of=yesterday"),
         &app.viewer,
