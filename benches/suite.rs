@@ -881,7 +881,7 @@ async fn group_commit_row(o: &Opts, url: &str, operator: &str, limit: Option<f64
         &server.base,
         operator,
         o.clients,
-        o.seconds as f64,
+        o.seconds,
         Rc::new(|c, i| posting(c, i, false)),
     )
     .await;

@@ -135,18 +135,6 @@ pub fn query_instant(value: &str) -> Result<DateTime<Utc>, String> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_plus_decoded_as_a_space_gets_a_hint() {
-        let e = super::query_instant("2026-11-26T09:30:00 01:00").unwrap_err();
-        assert!(e.contains("%2B"), "{e}");
-        let e = super::query_instant("yesterday").unwrap_err();
-        assert!(!e.contains("%2B"), "{e}");
-        assert!(super::query_instant("2026-11-26T09:30:00+01:00").is_ok());
-    }
-}
-
 /// What `If-Match` demands of the `kind` resource `id` whose ETags read
 /// `"{kind}-{id}-v{version}"`: `None` for `*` (it exists), else the version.
 pub fn if_match_version(
@@ -179,4 +167,16 @@ pub fn if_match_version(
         .filter(|v| *v >= 1)
         .ok_or_else(mismatch)?;
     Ok(Some(version))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_plus_decoded_as_a_space_gets_a_hint() {
+        let e = super::query_instant("2026-11-26T09:30:00 01:00").unwrap_err();
+        assert!(e.contains("%2B"), "{e}");
+        let e = super::query_instant("yesterday").unwrap_err();
+        assert!(!e.contains("%2B"), "{e}");
+        assert!(super::query_instant("2026-11-26T09:30:00+01:00").is_ok());
+    }
 }

@@ -408,12 +408,7 @@ async fn only_admins_manage_webhooks_and_bad_input_is_named(backend: Backend) {
         .expect(422);
 
     let created = app
-        .post(
-            &"/api/v1/webhooks".to_string(),
-            &app.admin,
-            Some("wh-1"),
-            &body,
-        )
+        .post("/api/v1/webhooks", &app.admin, Some("wh-1"), &body)
         .await
         .expect(201);
     let replay = app
