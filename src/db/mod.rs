@@ -313,3 +313,33 @@ where
         f(c)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use diesel::prelude::*;
+    use diesel::sql_types::Integer;
+
+    use super::*;
+
+    #[derive(QueryableByName)]
+    struct Used {
+        #[diesel(sql_type = Integer)]
+        used: i32,
+    }
+
+    /// The bundled SQLite must be built with the query planner stability
+    /// guarantee (`.cargo/config.toml`), or every statement with a bound
+    /// LIMIT is re-prepared at each execution.
+    #[test]
+    fn bundled_sqlite_keeps_statements_prepared() {
+        let mut conn = establish(&DatabaseUrl::Sqlite(":memory:".into())).expect("open");
+        let DbConn::Sqlite(c) = &mut conn else {
+            unreachable!()
+        };
+        let used: Used =
+            diesel::sql_query("SELECT sqlite_compileoption_used('ENABLE_QPSG') AS used")
+                .get_result(c)
+                .expect("compile options");
+        assert_eq!(used.used, 1, "SQLite was built without SQLITE_ENABLE_QPSG");
+    }
+}
