@@ -297,6 +297,22 @@ pub struct FannedOut {
     pub deliveries: usize,
 }
 
+/// The webhooks that receive events: enabled and not deleted.
+fn live() -> diesel::dsl::Filter<
+    diesel::dsl::Filter<wh::table, diesel::dsl::Eq<wh::enabled, bool>>,
+    diesel::dsl::IsNull<wh::deleted_at>,
+> {
+    wh::table
+        .filter(wh::enabled.eq(true))
+        .filter(wh::deleted_at.is_null())
+}
+
+/// Whether any webhook would receive an event: one indexed read, which the
+/// worker asks before it queues on the write path.
+pub fn any_enabled(conn: &mut DbConn) -> ApiResult<bool> {
+    Ok(diesel::select(diesel::dsl::exists(live())).get_result(conn)?)
+}
+
 /// Turns up to `batch` events past the cursor into deliveries, and advances
 /// the cursor; must run in a write transaction. With no enabled webhook it
 /// writes nothing.
@@ -306,14 +322,9 @@ pub fn fan_out(
     max_payload_bytes: usize,
     retry_window: chrono::Duration,
 ) -> ApiResult<FannedOut> {
-    let live = || {
-        wh::table
-            .filter(wh::enabled.eq(true))
-            .filter(wh::deleted_at.is_null())
-    };
     // A cheap look first, so that a reserve with no webhooks never takes
     // the cursor's lock.
-    if !diesel::select(diesel::dsl::exists(live())).get_result::<bool>(conn)? {
+    if !any_enabled(conn)? {
         return Ok(FannedOut::default());
     }
     diesel::update(wc::table.filter(wc::id.eq(1)))

@@ -61,6 +61,22 @@ async fn run(state: web::Data<AppState>) {
             // No hub (it never started): poll alone.
             actix_web::rt::time::sleep(poll).await;
         }
+        // One pass serves every event that arrived meanwhile: under a burst
+        // of postings the worker makes a pass per burst, not per event.
+        while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
+            wake.try_recv()
+        {}
+        // Without an enabled webhook there is nothing to fan out or send;
+        // asking costs one read, where a pass would queue two write
+        // transactions (on SQLite, behind the postings' write gate).
+        match state.db(repo::any_enabled).await {
+            Ok(false) => continue,
+            Ok(true) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the webhooks; retrying at the next wake");
+                continue;
+            }
+        }
         fan_out(&state, &settings).await;
         start_due(&state, &settings, &client, &in_flight).await;
     }

@@ -2,7 +2,6 @@
 //! backoff until the receiver answers, filters by event type, the delivery
 //! log, redelivery, timeouts, and the admin endpoints' rules.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -419,6 +418,15 @@ async fn only_admins_manage_webhooks_and_bad_input_is_named(backend: Backend) {
         replay.body["id"], created.body["id"],
         "a retried create is the same webhook"
     );
+    let all = app
+        .get("/api/v1/webhooks?limit=100", &app.admin)
+        .await
+        .expect(200);
+    assert_eq!(
+        all.body["items"].as_array().unwrap().len(),
+        1,
+        "the replayed create registered no second webhook"
+    );
     let id = created.body["id"].as_i64().unwrap();
     let path = format!("/api/v1/webhooks/{id}");
     let got = app.get(&path, &app.admin).await.expect(200);
@@ -481,12 +489,5 @@ async fn only_admins_manage_webhooks_and_bad_input_is_named(backend: Backend) {
     app.get("/api/v1/webhooks/abc", &app.admin)
         .await
         .expect(404);
-    let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
-    for w in listed.body["items"].as_array().unwrap() {
-        *by_type
-            .entry(w["url"].as_str().unwrap().to_string())
-            .or_default() += 1;
-    }
-    assert_eq!(by_type.len(), 1);
     app.stop().await;
 }
