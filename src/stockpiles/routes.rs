@@ -241,9 +241,14 @@ pub async fn balance(
     };
     let view = state
         .db(move |conn| {
-            repo::get(conn, id)?;
             let (sum, count, last) =
                 crate::ledger::repo::balance_as_of(conn, id, types::to_db(as_of))?;
+            if last.is_none() {
+                // Nothing counted: a 404 if the stockpile does not exist. A
+                // stockpile with entries exists (they reference it), so the
+                // common case is one round trip.
+                repo::get(conn, id)?;
+            }
             Ok(BalanceView {
                 stockpile_id: id,
                 as_of: types::rfc3339(as_of),
