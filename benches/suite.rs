@@ -240,6 +240,11 @@ struct Server {
 
 impl Server {
     async fn start(db_url: &str) -> Server {
+        Self::start_with(db_url, &[]).await
+    }
+
+    /// A server with extra `RESERVE_*` settings (e.g. group commit's window).
+    async fn start_with(db_url: &str, env: &[(&str, String)]) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -252,6 +257,7 @@ impl Server {
             .env("RESERVE_AUDIT__REPORTS_ENABLED", "false")
             .env("RESERVE_AUTH__MAX_FAILURES_PER_MINUTE", "0")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .spawn()
             .expect("start reserve serve");
@@ -819,7 +825,16 @@ async fn postgres_run(o: &Opts) -> Vec<Row> {
     rows.push(r2);
 
     // 10: scenario 1 again, against a server with group commit on.
-    rows.push(group_commit_row(o, &url, &operator, limit1.as_ref().ok().copied()).await);
+    rows.push(
+        group_commit_row(
+            o,
+            "postgres",
+            &url,
+            &operator,
+            ("pgbench posting script", limit1.as_ref().ok().copied()),
+        )
+        .await,
+    );
     admin_sql(&format!(
         "DROP DATABASE IF EXISTS {limit_name} WITH (FORCE)"
     ));
@@ -843,39 +858,22 @@ async fn postgres_run(o: &Opts) -> Vec<Row> {
 
 /// Scenario 10: scenario 1's load against a second server on the same
 /// database with group commit on (`group_commit.window_us`, from
-/// BENCH_GROUP_COMMIT_US, default 2,000), measured against the same pgbench
-/// limit: one posting per transaction.
-async fn group_commit_row(o: &Opts, url: &str, operator: &str, limit: Option<f64>) -> Row {
+/// BENCH_GROUP_COMMIT_US, default 2,000), measured against the same limit as
+/// the single postings: pgbench's one posting per transaction on PostgreSQL,
+/// the Rust loop on SQLite.
+async fn group_commit_row(
+    o: &Opts,
+    backend: &'static str,
+    url: &str,
+    operator: &str,
+    limit: (&str, Option<f64>),
+) -> Row {
     let window_us = env_or("BENCH_GROUP_COMMIT_US", 2_000);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_reserve"))
-        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-        .env("RESERVE_DATABASE_URL", url)
-        .env("RESERVE_JWT_SECRET", SECRET)
-        .env("RESERVE_JOBS__ENABLED", "false")
-        .env("RESERVE_AUDIT__REPORTS_ENABLED", "false")
-        .env("RESERVE_AUTH__MAX_FAILURES_PER_MINUTE", "0")
-        .env("RESERVE_GROUP_COMMIT__WINDOW_US", window_us.to_string())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start reserve serve");
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let client = awc::Client::default();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !matches!(
-        client.get(format!("{}/readyz", server.base)).send().await,
-        Ok(r) if r.status().is_success()
-    ) {
-        assert!(Instant::now() < deadline, "the server did not get ready");
-        actix_rt::time::sleep(Duration::from_millis(100)).await;
-    }
+    let server = Server::start_with(
+        url,
+        &[("RESERVE_GROUP_COMMIT__WINDOW_US", window_us.to_string())],
+    )
+    .await;
     server.reset_peak();
     let l = load(
         &server.base,
@@ -886,14 +884,9 @@ async fn group_commit_row(o: &Opts, url: &str, operator: &str, limit: Option<f64
     )
     .await;
     let mut row = with_limit(
-        load_row(
-            "10 scenario 1 with group commit",
-            "postgres",
-            &l,
-            "postings/s",
-        ),
-        "pgbench posting script",
-        limit,
+        load_row("10 scenario 1 with group commit", backend, &l, "postings/s"),
+        limit.0,
+        limit.1,
         ">= 1.00",
         1.0,
     );
@@ -1158,10 +1151,22 @@ async fn sqlite_run(o: &Opts) -> Vec<Row> {
         ">= 0.50",
         0.50,
     );
-    if let Err(e) = limit {
+    if let Err(e) = &limit {
         r.note = format!("FAILED: {e}");
     }
+    let limit = limit.ok();
     let mut rows = vec![r];
+    // 10 on SQLite: the same load with group commit, one fsync per group.
+    rows.push(
+        group_commit_row(
+            o,
+            "sqlite",
+            &url,
+            &operator,
+            ("same statements, Rust loop", limit),
+        )
+        .await,
+    );
     rows.extend(large_ledger(o, &server, &url, &viewer, small_reads).await);
     server.stop();
     rows
