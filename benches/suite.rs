@@ -898,27 +898,32 @@ async fn group_commit_row(
     row
 }
 
-/// p99 of each read at the current ledger size.
+/// p99 of each read at the current ledger size, under 8 clients; the as-of
+/// balance also alone (one client), where its p99 is the request's own cost
+/// rather than its wait behind seven others on two shared cores.
 async fn reads(base: &str, viewer: &str, o: &Opts, stockpile: i64) -> BTreeMap<&'static str, Load> {
     let secs = (o.seconds / 2.0).max(0.25);
     let mut out = BTreeMap::new();
-    let paths: [(&'static str, String); 4] = [
-        ("summary", "/api/v1/summary".into()),
-        ("stockpile list", "/api/v1/stockpiles".into()),
-        ("balance", format!("/api/v1/stockpiles/{stockpile}/balance")),
+    let as_of = format!(
+        "/api/v1/stockpiles/{stockpile}/balance?as_of={}",
+        (chrono::Utc::now() - chrono::Duration::minutes(1)).format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    let paths: [(&'static str, String, usize); 5] = [
+        ("summary", "/api/v1/summary".into(), 8),
+        ("stockpile list", "/api/v1/stockpiles".into(), 8),
         (
-            "balance?as_of=",
-            format!(
-                "/api/v1/stockpiles/{stockpile}/balance?as_of={}",
-                (chrono::Utc::now() - chrono::Duration::minutes(1)).format("%Y-%m-%dT%H:%M:%SZ")
-            ),
+            "balance",
+            format!("/api/v1/stockpiles/{stockpile}/balance"),
+            8,
         ),
+        ("balance?as_of=", as_of.clone(), 8),
+        ("balance?as_of=, 1 client", as_of, 1),
     ];
-    for (name, path) in paths {
+    for (name, path, clients) in paths {
         let l = load(
             base,
             viewer,
-            8,
+            clients,
             secs,
             Rc::new(move |_, _| Req {
                 path: path.clone(),
@@ -982,8 +987,8 @@ async fn large_ledger(
             l,
             "requests/s",
         );
-        if *name == "balance?as_of=" {
-            r.scenario = format!("5 balance?as_of= at {total} entries");
+        if name.starts_with("balance?as_of=") {
+            r.scenario = format!("5 {name} at {total} entries");
             r.target = "p99 <= 10 ms".into();
             r.met = r.p99_ms.map(|p| p <= 10.0);
         } else {
