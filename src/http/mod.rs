@@ -135,6 +135,30 @@ pub fn query_instant(value: &str) -> Result<DateTime<Utc>, String> {
     })
 }
 
+/// Takes the row lock of a versioned resource for a change its `If-Match`
+/// allowed (`expected`: `None` for `*`). `find` reads it (404 when gone);
+/// `lock` locks its row if it is still live at the given version, and says
+/// how many rows it locked. Answers 412, naming the version now, when none.
+pub fn lock_at_version<R>(
+    conn: &mut crate::db::DbConn,
+    what: &str,
+    expected: Option<i64>,
+    find: impl Fn(&mut crate::db::DbConn) -> Result<R, ApiError>,
+    version: impl Fn(&R) -> i64,
+    lock: impl FnOnce(&mut crate::db::DbConn, i64) -> diesel::QueryResult<usize>,
+) -> Result<R, ApiError> {
+    let before = find(conn)?;
+    let locked = lock(conn, expected.unwrap_or(version(&before)))?;
+    let current = find(conn)?;
+    if locked == 0 {
+        return Err(ApiError::PreconditionFailed(format!(
+            "{what} changed since you read it (now version {}); fetch it again and retry",
+            version(&current)
+        )));
+    }
+    Ok(current)
+}
+
 /// What `If-Match` demands of the `kind` resource `id` whose ETags read
 /// `"{kind}-{id}-v{version}"`: `None` for `*` (it exists), else the version.
 pub fn if_match_version(

@@ -250,24 +250,23 @@ pub type Expected = Option<i64>;
 
 /// Takes the rule's row lock if it is live and at the expected version.
 fn lock_for_change(conn: &mut DbConn, id: i64, expected: Expected) -> ApiResult<RuleRow> {
-    let before = find(conn, id)?;
-    let version = expected.unwrap_or(before.version);
-    let locked = diesel::update(
-        rr::table
-            .filter(rr::id.eq(id))
-            .filter(rr::deleted_at.is_null())
-            .filter(rr::version.eq(version)),
+    crate::http::lock_at_version(
+        conn,
+        &format!("release rule {id}"),
+        expected,
+        |c| find(c, id),
+        |r| r.version,
+        |c, version| {
+            diesel::update(
+                rr::table
+                    .filter(rr::id.eq(id))
+                    .filter(rr::deleted_at.is_null())
+                    .filter(rr::version.eq(version)),
+            )
+            .set(rr::version.eq(rr::version))
+            .execute(c)
+        },
     )
-    .set(rr::version.eq(rr::version))
-    .execute(conn)?;
-    let current = find(conn, id)?;
-    if locked == 0 {
-        return Err(ApiError::PreconditionFailed(format!(
-            "release rule {id} changed since you read it (now version {}); fetch it again and retry",
-            current.version
-        )));
-    }
-    Ok(current)
 }
 
 /// Replaces every setting of a rule. Breaches counted under the old

@@ -164,24 +164,23 @@ pub type Expected = Option<i64>;
 
 /// Takes the webhook's row lock if it is live and at the expected version.
 fn lock_for_change(conn: &mut DbConn, id: i64, expected: Expected) -> ApiResult<WebhookRow> {
-    let before = find(conn, id)?;
-    let version = expected.unwrap_or(before.version);
-    let locked = diesel::update(
-        wh::table
-            .filter(wh::id.eq(id))
-            .filter(wh::deleted_at.is_null())
-            .filter(wh::version.eq(version)),
+    crate::http::lock_at_version(
+        conn,
+        &format!("webhook {id}"),
+        expected,
+        |c| find(c, id),
+        |r| r.version,
+        |c, version| {
+            diesel::update(
+                wh::table
+                    .filter(wh::id.eq(id))
+                    .filter(wh::deleted_at.is_null())
+                    .filter(wh::version.eq(version)),
+            )
+            .set(wh::version.eq(wh::version))
+            .execute(c)
+        },
     )
-    .set(wh::version.eq(wh::version))
-    .execute(conn)?;
-    let current = find(conn, id)?;
-    if locked == 0 {
-        return Err(ApiError::PreconditionFailed(format!(
-            "webhook {id} changed since you read it (now version {}); fetch it again and retry",
-            current.version
-        )));
-    }
-    Ok(current)
 }
 
 /// Deliveries still waiting are not attempted for a webhook that was
