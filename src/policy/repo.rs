@@ -52,24 +52,61 @@ fn not_found(element: &str) -> ApiError {
     ApiError::NotFound(format!("no policy for element {element}"))
 }
 
+/// The columns of a current policy, in `PolicyRow`'s order.
+type CurrentColumns = (
+    ep::element,
+    ep::reserve_floor_g,
+    ep::consumption_g_per_year,
+    ep::limited_drawdown_max_g,
+    ep::limited_drawdown_max_days,
+    ep::test_sale_max_g,
+    ep::version,
+    ep::updated_at,
+    ep::updated_by,
+);
+const CURRENT: CurrentColumns = (
+    ep::element,
+    ep::reserve_floor_g,
+    ep::consumption_g_per_year,
+    ep::limited_drawdown_max_g,
+    ep::limited_drawdown_max_days,
+    ep::test_sale_max_g,
+    ep::version,
+    ep::updated_at,
+    ep::updated_by,
+);
+
 /// The element's policy as it stands.
 pub fn current(conn: &mut DbConn, element: &str) -> ApiResult<PolicyRow> {
     ep::table
         .filter(ep::element.eq(element))
-        .select((
-            ep::element,
-            ep::reserve_floor_g,
-            ep::consumption_g_per_year,
-            ep::limited_drawdown_max_g,
-            ep::limited_drawdown_max_days,
-            ep::test_sale_max_g,
-            ep::version,
-            ep::updated_at,
-            ep::updated_by,
-        ))
+        .select(CURRENT)
         .first(conn)
         .optional()?
         .ok_or_else(|| not_found(element))
+}
+
+/// The current policies of `elements`, in one query.
+pub fn current_of<S: AsRef<str>>(conn: &mut DbConn, elements: &[S]) -> ApiResult<Policies> {
+    let elements: Vec<&str> = elements.iter().map(AsRef::as_ref).collect();
+    let rows: Vec<PolicyRow> = ep::table
+        .filter(ep::element.eq_any(elements))
+        .select(CURRENT)
+        .load(conn)?;
+    Ok(Policies(
+        rows.into_iter().map(|r| (r.element.clone(), r)).collect(),
+    ))
+}
+
+/// Current policies read together, by element.
+#[derive(Debug, Clone, Default)]
+pub struct Policies(std::collections::HashMap<String, PolicyRow>);
+
+impl Policies {
+    /// The element's policy; 404 as `current` when it has none.
+    pub fn get(&self, element: &str) -> ApiResult<&PolicyRow> {
+        self.0.get(element).ok_or_else(|| not_found(element))
+    }
 }
 
 /// The version of the element's policy that held at `at`: the last one
