@@ -17,7 +17,8 @@ use crate::ledger::limits::used_in_fiscal_year;
 use crate::orders::model::fiscal_year_bounds;
 
 /// One version of one element's policy, current or from the history.
-#[derive(Debug, Clone, Queryable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = ep)]
 pub struct PolicyRow {
     pub element: String,
     pub reserve_floor_g: Option<i64>,
@@ -52,35 +53,11 @@ fn not_found(element: &str) -> ApiError {
     ApiError::NotFound(format!("no policy for element {element}"))
 }
 
-/// The columns of a current policy, in `PolicyRow`'s order.
-type CurrentColumns = (
-    ep::element,
-    ep::reserve_floor_g,
-    ep::consumption_g_per_year,
-    ep::limited_drawdown_max_g,
-    ep::limited_drawdown_max_days,
-    ep::test_sale_max_g,
-    ep::version,
-    ep::updated_at,
-    ep::updated_by,
-);
-const CURRENT: CurrentColumns = (
-    ep::element,
-    ep::reserve_floor_g,
-    ep::consumption_g_per_year,
-    ep::limited_drawdown_max_g,
-    ep::limited_drawdown_max_days,
-    ep::test_sale_max_g,
-    ep::version,
-    ep::updated_at,
-    ep::updated_by,
-);
-
 /// The element's policy as it stands.
 pub fn current(conn: &mut DbConn, element: &str) -> ApiResult<PolicyRow> {
     ep::table
         .filter(ep::element.eq(element))
-        .select(CURRENT)
+        .select(PolicyRow::as_select())
         .first(conn)
         .optional()?
         .ok_or_else(|| not_found(element))
@@ -91,7 +68,7 @@ pub fn current_of<S: AsRef<str>>(conn: &mut DbConn, elements: &[S]) -> ApiResult
     let elements: Vec<&str> = elements.iter().map(AsRef::as_ref).collect();
     let rows: Vec<PolicyRow> = ep::table
         .filter(ep::element.eq_any(elements))
-        .select(CURRENT)
+        .select(PolicyRow::as_select())
         .load(conn)?;
     Ok(Policies(
         rows.into_iter().map(|r| (r.element.clone(), r)).collect(),
