@@ -13,6 +13,8 @@ mod helpers;
 #[path = "data/rules.rs"]
 mod rules_data;
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -33,6 +35,58 @@ fn main() {
     println!("rules: 17 elements x 60 months x 20 origins of flows, 34 rules; {rounds} rounds");
     for backend in backends {
         actix_rt::System::new().block_on(run(backend, rounds));
+    }
+}
+
+/// `BENCH_TRACE=1`: per SQL text (binds left out), how many times it ran and
+/// the time from sending it to its result, over one round.
+#[derive(Clone, Default)]
+struct Trace {
+    started: Arc<Mutex<Option<Instant>>>,
+    by_sql: Arc<Mutex<BTreeMap<String, (u32, Duration)>>>,
+}
+
+impl diesel::connection::Instrumentation for Trace {
+    fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
+        use diesel::connection::InstrumentationEvent as E;
+        match event {
+            E::StartQuery { .. } => *self.started.lock().unwrap() = Some(Instant::now()),
+            E::FinishQuery { query, .. } => {
+                let took = self
+                    .started
+                    .lock()
+                    .unwrap()
+                    .take()
+                    .map(|s| s.elapsed())
+                    .unwrap_or_default();
+                let text = query.to_string();
+                let sql = text.split(" -- binds:").next().unwrap_or_default();
+                let mut by_sql = self.by_sql.lock().unwrap();
+                let e = by_sql
+                    .entry(sql.trim().chars().take(110).collect())
+                    .or_default();
+                e.0 += 1;
+                e.1 += took;
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Trace {
+    fn print(&self, what: &str) {
+        let by_sql = self.by_sql.lock().unwrap();
+        let n: u32 = by_sql.values().map(|v| v.0).sum();
+        let t: Duration = by_sql.values().map(|v| v.1).sum();
+        println!(
+            "  {what}: {n} statements, {:.1} ms in them",
+            t.as_secs_f64() * 1000.0
+        );
+        let mut rows: Vec<_> = by_sql.iter().collect();
+        rows.sort_by_key(|(_, v)| std::cmp::Reverse(v.1));
+        for (sql, (n, t)) in rows {
+            println!("  {n:>5} {:>8.2} ms  {sql}", t.as_secs_f64() * 1000.0);
+        }
     }
 }
 
@@ -58,8 +112,13 @@ async fn run(backend: Backend, rounds: usize) {
     for pass in ["every rule fires", "every rule cooling down"] {
         let mut times = Vec::new();
         let mut outcome = String::new();
-        for _ in 0..rounds {
+        for round in 0..rounds {
             let mut conn = app.state.pool.get().expect("connection");
+            let trace = Trace::default();
+            let traced = round == 0 && std::env::var("BENCH_TRACE").is_ok();
+            if traced {
+                conn.set_instrumentation(trace.clone());
+            }
             let t = Instant::now();
             let _ = conn.transaction::<(), diesel::result::Error, _>(|c| {
                 outcome =
@@ -67,6 +126,10 @@ async fn run(backend: Backend, rounds: usize) {
                 Err(diesel::result::Error::RollbackTransaction)
             });
             times.push(t.elapsed());
+            if traced {
+                conn.set_instrumentation(Trace::default());
+                trace.print(pass);
+            }
         }
         let (median, max) = median_and_max(times);
         println!(

@@ -180,6 +180,22 @@ fn load_with(
         let day = at.date_naive();
         let factors = crate::elements::repo::factors(conn)?;
         let holdings = holdings(conn, as_of)?;
+        let symbols: Vec<&str> = ELEMENTS.iter().map(|(s, _)| *s).collect();
+        // One query each for every element's policies, flows and horizons:
+        // one an element cost 51 round trips.
+        let policies = match as_of {
+            None => Some(crate::policy::repo::current_of(conn, &symbols)?),
+            Some(_) => None,
+        };
+        let from = day - Duration::days(WINDOW_DAYS + BASELINE_DAYS - 1);
+        let (mut flows, horizons) = if with_flows {
+            (
+                super::repo::spans_of(conn, &symbols, None, from, day)?,
+                super::repo::data_horizons(conn, &symbols)?,
+            )
+        } else {
+            Default::default()
+        };
         let mut items = Vec::with_capacity(ELEMENTS.len());
         for (symbol, _) in ELEMENTS {
             let element =
@@ -199,32 +215,26 @@ fn load_with(
             let reserved_g = as_of
                 .is_none()
                 .then(|| mine.iter().map(|h| h.3).sum::<i64>());
-            let policy = match as_of {
-                None => Some(crate::policy::repo::current(conn, symbol)?),
-                Some(t) => match crate::policy::repo::as_of(conn, symbol, types::to_db(t)) {
-                    Ok(p) => Some(p),
-                    Err(ApiError::NotFound(_)) => None,
-                    Err(e) => return Err(e),
-                },
+            let policy = match (&policies, as_of) {
+                (Some(p), _) => Some(p.get(symbol)?.clone()),
+                (None, Some(t)) => {
+                    match crate::policy::repo::as_of(conn, symbol, types::to_db(t)) {
+                        Ok(p) => Some(p),
+                        Err(ApiError::NotFound(_)) => None,
+                        Err(e) => return Err(e),
+                    }
+                }
+                (None, None) => None,
             };
-            let from = day - Duration::days(WINDOW_DAYS + BASELINE_DAYS - 1);
             items.push(item(&CoverInputs {
                 element,
                 holding_by_form,
                 reserved_g,
                 consumption_g_per_year: policy.as_ref().and_then(|p| p.consumption_g_per_year),
                 reserve_floor_g: policy.as_ref().and_then(|p| p.reserve_floor_g),
-                flows: if with_flows {
-                    super::repo::spans(conn, symbol, None, from, day)?
-                } else {
-                    Vec::new()
-                },
+                flows: flows.remove(symbol).unwrap_or_default(),
                 as_of: day,
-                data_horizon: if with_flows {
-                    super::repo::data_horizon(conn, symbol)?
-                } else {
-                    None
-                },
+                data_horizon: horizons.get(symbol).copied(),
             }));
         }
         Ok(CoverView {

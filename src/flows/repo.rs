@@ -25,11 +25,27 @@ pub fn spans(
     from: NaiveDate,
     to: NaiveDate,
 ) -> ApiResult<Vec<FlowSpan>> {
+    let mut by_element = spans_of(conn, &[element], origins, from, to)?;
+    Ok(by_element.remove(element).unwrap_or_default())
+}
+
+/// The flows of each of `elements` whose period overlaps `from..=to`,
+/// optionally only from `origins`, in one query: what `cover` and a run of
+/// every release rule read, instead of one query an element.
+pub fn spans_of<S: AsRef<str>>(
+    conn: &mut DbConn,
+    elements: &[S],
+    origins: Option<&[String]>,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> ApiResult<HashMap<String, Vec<FlowSpan>>> {
+    let elements: Vec<&str> = elements.iter().map(AsRef::as_ref).collect();
     let mut q = f::table
-        .filter(f::element.eq(element))
+        .filter(f::element.eq_any(elements))
         .filter(f::period_end.ge(from))
         .filter(f::period_start.le(to))
         .select((
+            f::element,
             f::period_start,
             f::period_end,
             f::quantity_g,
@@ -39,18 +55,17 @@ pub fn spans(
     if let Some(origins) = origins {
         q = q.filter(f::origin_country.eq_any(origins));
     }
-    let rows: Vec<(NaiveDate, NaiveDate, i64, String)> = q.load(conn)?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(period_start, period_end, quantity_g, origin_country)| FlowSpan {
-                period_start,
-                period_end,
-                quantity_g,
-                origin_country,
-            },
-        )
-        .collect())
+    let rows: Vec<(String, NaiveDate, NaiveDate, i64, String)> = q.load(conn)?;
+    let mut by_element: HashMap<String, Vec<FlowSpan>> = HashMap::new();
+    for (element, period_start, period_end, quantity_g, origin_country) in rows {
+        by_element.entry(element).or_default().push(FlowSpan {
+            period_start,
+            period_end,
+            quantity_g,
+            origin_country,
+        });
+    }
+    Ok(by_element)
 }
 
 /// The data horizon: the latest `period_end` seen for `element` from any
@@ -58,10 +73,24 @@ pub fn spans(
 /// origins: an origin that stops shipping altogether reports no rows, and its
 /// silence must read as a drop, not as data not yet in.
 pub fn data_horizon(conn: &mut DbConn, element: &str) -> ApiResult<Option<NaiveDate>> {
-    Ok(f::table
-        .filter(f::element.eq(element))
-        .select(diesel::dsl::max(f::period_end))
-        .first(conn)?)
+    Ok(data_horizons(conn, &[element])?.remove(element))
+}
+
+/// The data horizon of each of `elements` that has flows, in one query.
+pub fn data_horizons<S: AsRef<str>>(
+    conn: &mut DbConn,
+    elements: &[S],
+) -> ApiResult<HashMap<String, NaiveDate>> {
+    let elements: Vec<&str> = elements.iter().map(AsRef::as_ref).collect();
+    let rows: Vec<(String, Option<NaiveDate>)> = f::table
+        .filter(f::element.eq_any(elements))
+        .group_by(f::element)
+        .select((f::element, diesel::dsl::max(f::period_end)))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(e, h)| h.map(|h| (e, h)))
+        .collect())
 }
 
 /// What one ingest did.

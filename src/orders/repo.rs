@@ -196,34 +196,60 @@ fn record_transition(
         .filter(ot::order_id.eq(id))
         .select(diesel::dsl::max(ot::seq))
         .first(conn)?;
-    let at = types::now();
-    diesel::insert_into(ot::table)
-        .values((
-            ot::order_id.eq(id),
-            ot::seq.eq(seq.unwrap_or(0) + 1),
-            ot::at.eq(types::to_db(at)),
-            ot::actor.eq(actor),
-            ot::from_status.eq(from),
-            ot::to_status.eq(to.as_str()),
-            ot::note.eq(note),
-        ))
-        .execute(conn)?;
     let (kind, element): (String, String) = ro::table
         .filter(ro::id.eq(id))
         .select((ro::kind, ro::element))
         .first(conn)?;
+    let t = Transition {
+        seq: seq.unwrap_or(0) + 1,
+        kind: &kind,
+        element: &element,
+        from,
+        to,
+    };
+    write_transition(conn, id, actor, &t, note)
+}
+
+/// A transition to record, with what its event names.
+struct Transition<'a> {
+    seq: i32,
+    kind: &'a str,
+    element: &'a str,
+    from: Option<&'a str>,
+    to: Status,
+}
+
+fn write_transition(
+    conn: &mut DbConn,
+    id: i64,
+    actor: &str,
+    t: &Transition,
+    note: Option<&str>,
+) -> ApiResult<()> {
+    let at = types::now();
+    diesel::insert_into(ot::table)
+        .values((
+            ot::order_id.eq(id),
+            ot::seq.eq(t.seq),
+            ot::at.eq(types::to_db(at)),
+            ot::actor.eq(actor),
+            ot::from_status.eq(t.from),
+            ot::to_status.eq(t.to.as_str()),
+            ot::note.eq(note),
+        ))
+        .execute(conn)?;
     events::repo::stage(
         conn,
-        &format!("order.{}", to.as_str()),
-        Some(&element),
+        &format!("order.{}", t.to.as_str()),
+        Some(t.element),
         None,
         Some(&format!("order:{id}")),
         &serde_json::json!({
             "order_id": id,
-            "kind": kind,
-            "element": element,
-            "from": from,
-            "to": to.as_str(),
+            "kind": t.kind,
+            "element": t.element,
+            "from": t.from,
+            "to": t.to.as_str(),
             "actor": actor,
             "at": types::rfc3339(at),
             "note": note,
@@ -398,6 +424,19 @@ fn store_allocation(
     supplies: &[Supply],
 ) -> ApiResult<()> {
     diesel::delete(oa::table.filter(oa::order_id.eq(id))).execute(conn)?;
+    insert_allocation(conn, id, plan, supplies)?;
+    diesel::update(ro::table.filter(ro::id.eq(id)))
+        .set(ro::expected_completion.eq(Some(plan.expected_completion)))
+        .execute(conn)?;
+    Ok(())
+}
+
+fn insert_allocation(
+    conn: &mut DbConn,
+    id: i64,
+    plan: &model::Plan,
+    supplies: &[Supply],
+) -> ApiResult<()> {
     for a in &plan.allocations {
         let s = supplies
             .iter()
@@ -417,9 +456,6 @@ fn store_allocation(
             ))
             .execute(conn)?;
     }
-    diesel::update(ro::table.filter(ro::id.eq(id)))
-        .set(ro::expected_completion.eq(Some(plan.expected_completion)))
-        .execute(conn)?;
     Ok(())
 }
 
@@ -432,6 +468,18 @@ pub fn propose(
     o: &NewOrder,
     rule_id: Option<i64>,
 ) -> ApiResult<OrderView> {
+    let id = propose_new(conn, actor, o, rule_id)?;
+    view(conn, id)
+}
+
+/// `propose` without reading the order back: the new order's id. A release
+/// rule's firing needs no more, and saves four queries a firing.
+pub fn propose_new(
+    conn: &mut DbConn,
+    actor: &str,
+    o: &NewOrder,
+    rule_id: Option<i64>,
+) -> ApiResult<i64> {
     let (element, form, grade) = (o.element.as_str(), o.form.as_str(), o.grade.as_str());
     let (plan, supplies) = plan(conn, o.kind, element, form, grade, o.quantity.0)?;
     let now = types::to_db(types::now());
@@ -458,15 +506,24 @@ pub fn propose(
             ro::returned_g.eq(0i64),
             ro::proposed_by.eq(actor),
             ro::rule_id.eq(rule_id),
+            ro::expected_completion.eq(Some(plan.expected_completion)),
             ro::version.eq(1i64),
             ro::created_at.eq(now),
             ro::updated_at.eq(now),
         ))
         .returning(ro::id)
         .get_result(conn)?;
-    store_allocation(conn, id, &plan, &supplies)?;
-    record_transition(conn, id, actor, None, Status::Proposed, None)?;
-    view(conn, id)
+    // A new order: no allocation to replace, no transition before.
+    insert_allocation(conn, id, &plan, &supplies)?;
+    let first = Transition {
+        seq: 1,
+        kind: o.kind.as_str(),
+        element,
+        from: None,
+        to: Status::Proposed,
+    };
+    write_transition(conn, id, actor, &first, None)?;
+    Ok(id)
 }
 
 /// Approval by a second person: plans again on today's stock and reserves

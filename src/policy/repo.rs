@@ -17,7 +17,8 @@ use crate::ledger::limits::used_in_fiscal_year;
 use crate::orders::model::fiscal_year_bounds;
 
 /// One version of one element's policy, current or from the history.
-#[derive(Debug, Clone, Queryable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = ep)]
 pub struct PolicyRow {
     pub element: String,
     pub reserve_floor_g: Option<i64>,
@@ -56,20 +57,33 @@ fn not_found(element: &str) -> ApiError {
 pub fn current(conn: &mut DbConn, element: &str) -> ApiResult<PolicyRow> {
     ep::table
         .filter(ep::element.eq(element))
-        .select((
-            ep::element,
-            ep::reserve_floor_g,
-            ep::consumption_g_per_year,
-            ep::limited_drawdown_max_g,
-            ep::limited_drawdown_max_days,
-            ep::test_sale_max_g,
-            ep::version,
-            ep::updated_at,
-            ep::updated_by,
-        ))
+        .select(PolicyRow::as_select())
         .first(conn)
         .optional()?
         .ok_or_else(|| not_found(element))
+}
+
+/// The current policies of `elements`, in one query.
+pub fn current_of<S: AsRef<str>>(conn: &mut DbConn, elements: &[S]) -> ApiResult<Policies> {
+    let elements: Vec<&str> = elements.iter().map(AsRef::as_ref).collect();
+    let rows: Vec<PolicyRow> = ep::table
+        .filter(ep::element.eq_any(elements))
+        .select(PolicyRow::as_select())
+        .load(conn)?;
+    Ok(Policies(
+        rows.into_iter().map(|r| (r.element.clone(), r)).collect(),
+    ))
+}
+
+/// Current policies read together, by element.
+#[derive(Debug, Clone, Default)]
+pub struct Policies(std::collections::HashMap<String, PolicyRow>);
+
+impl Policies {
+    /// The element's policy; 404 as `current` when it has none.
+    pub fn get(&self, element: &str) -> ApiResult<&PolicyRow> {
+        self.0.get(element).ok_or_else(|| not_found(element))
+    }
 }
 
 /// The version of the element's policy that held at `at`: the last one

@@ -5,6 +5,8 @@
 //! state (consecutive breaches, armed, open order) the previous one left.
 //! Lock order: the rule row, then what `orders::repo::propose` takes.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use rust_decimal::Decimal;
@@ -14,8 +16,8 @@ use super::dto::{
 };
 use super::model::{self, Measurement, Reason, Settings, Sizing, State, Stock};
 use crate::db::schema::{
-    element_forms, release_orders as ro, release_rule_history as rh, release_rules as rr,
-    rule_evaluations as ev, stockpiles,
+    release_orders as ro, release_rule_history as rh, release_rules as rr, rule_evaluations as ev,
+    stockpiles,
 };
 use crate::db::types::{self, Grams};
 use crate::db::DbConn;
@@ -410,52 +412,20 @@ impl Trigger {
 pub const OPEN_STATUSES: [&str; 5] = ["proposed", "approved", "offered", "awarded", "executing"];
 
 pub fn open_order(conn: &mut DbConn, rule_id: i64) -> ApiResult<Option<i64>> {
-    Ok(ro::table
-        .filter(ro::rule_id.eq(rule_id))
-        .filter(ro::status.eq_any(OPEN_STATUSES))
-        .select(ro::id)
-        .first(conn)
-        .optional()?)
+    Ok(open_orders(conn, &[rule_id])?.remove(&rule_id))
 }
 
-/// The form and grade a firing releases: the rule's, or else the one with
-/// the most available material of the element at active depots.
-pub fn material(conn: &mut DbConn, rule: &RuleRow) -> ApiResult<Option<(String, String, i64)>> {
-    use crate::db::schema::depots;
-    let rows: Vec<(String, String, i64, i64)> = stockpiles::table
-        .inner_join(depots::table)
-        .filter(stockpiles::element.eq(&rule.element))
-        .filter(depots::status.eq("active"))
-        .select((
-            stockpiles::form,
-            stockpiles::grade,
-            stockpiles::on_hand_g,
-            stockpiles::reserved_g,
-        ))
+/// An open order of each of `rule_ids` that has one, in one query.
+fn open_orders(conn: &mut DbConn, rule_ids: &[i64]) -> ApiResult<HashMap<i64, i64>> {
+    let rows: Vec<(Option<i64>, i64)> = ro::table
+        .filter(ro::rule_id.eq_any(rule_ids))
+        .filter(ro::status.eq_any(OPEN_STATUSES))
+        .select((ro::rule_id, ro::id))
         .load(conn)?;
-    let mut by_material: std::collections::BTreeMap<(String, String), i64> = Default::default();
-    for (form, grade, on_hand, reserved) in rows {
-        *by_material.entry((form, grade)).or_default() += on_hand - reserved;
-    }
-    let chosen = match (&rule.form, &rule.grade) {
-        (Some(f), Some(g)) => {
-            let a = by_material
-                .get(&(f.clone(), g.clone()))
-                .copied()
-                .unwrap_or(0);
-            Some((f.clone(), g.clone(), a))
-        }
-        (Some(f), None) => by_material
-            .iter()
-            .filter(|((form, _), _)| form == f)
-            .max_by_key(|(_, a)| **a)
-            .map(|((f, g), a)| (f.clone(), g.clone(), *a)),
-        _ => by_material
-            .iter()
-            .max_by_key(|(_, a)| **a)
-            .map(|((f, g), a)| (f.clone(), g.clone(), *a)),
-    };
-    Ok(chosen)
+    Ok(rows
+        .into_iter()
+        .filter_map(|(rule, order)| rule.map(|r| (r, order)))
+        .collect())
 }
 
 /// An element's holding across every depot, in material and element mass.
@@ -467,58 +437,139 @@ pub struct Holding {
     pub unreserved_element_g: Decimal,
 }
 
-pub fn holding(conn: &mut DbConn, element: &str) -> ApiResult<Holding> {
-    let rows: Vec<(i64, i64, i64)> = stockpiles::table
-        .inner_join(
-            element_forms::table.on(element_forms::element
-                .eq(stockpiles::element)
-                .and(element_forms::form.eq(stockpiles::form))),
-        )
-        .filter(stockpiles::element.eq(element))
-        .select((
-            stockpiles::on_hand_g,
-            stockpiles::reserved_g,
-            element_forms::element_mass_ppm,
-        ))
-        .load(conn)?;
-    let mass = |g: i64, ppm: i64| Decimal::from(g) * Decimal::from(ppm) / Decimal::from(1_000_000);
-    Ok(Holding {
-        on_hand_g: rows.iter().map(|r| r.0).sum(),
-        reserved_g: rows.iter().map(|r| r.1).sum(),
-        on_hand_element_g: rows.iter().map(|r| mass(r.0, r.2)).sum(),
-        unreserved_element_g: rows.iter().map(|r| mass(r.0 - r.1, r.2)).sum(),
-    })
+/// One stockpile as a firing is sized against it.
+struct StockpileRow {
+    element: String,
+    form: String,
+    grade: String,
+    on_hand_g: i64,
+    reserved_g: i64,
+    depot_active: bool,
 }
 
-/// The stock a firing of `rule` is sized against, releasing `form` of
-/// which `available_g` is available.
-pub fn stock(conn: &mut DbConn, rule: &RuleRow, form: &str, available_g: i64) -> ApiResult<Stock> {
-    let h = holding(conn, &rule.element)?;
-    let form_ppm: i64 = element_forms::table
-        .filter(element_forms::element.eq(&rule.element))
-        .filter(element_forms::form.eq(form))
-        .select(element_forms::element_mass_ppm)
-        .first(conn)?;
-    let policy = crate::policy::repo::current(conn, &rule.element)?.policy();
-    let kind = rule.kind();
-    Ok(Stock {
-        unreserved_g: h.on_hand_g - h.reserved_g,
-        unreserved_element_g: h.unreserved_element_g,
-        available_g,
-        form_ppm,
-        consumption_g_per_day: policy
-            .consumption_per_year
-            .map(|g| Decimal::from(g.0) / Decimal::from(365)),
-        reserve_floor_g: policy
-            .reserve_floor
-            .map(|g| g.0)
-            .filter(|_| kind != OrderKind::EmergencyDrawdown),
-        policy_cap_g: match kind {
-            OrderKind::LimitedDrawdown => policy.limited_drawdown_max.map(|g| g.0),
-            OrderKind::TestSale => policy.test_sale_max.map(|g| g.0),
-            _ => None,
-        },
-    })
+/// The stock of some elements, their forms' element-mass factors and their
+/// policies, read in three queries: what sizing their rules' firings needs.
+pub struct StockBook {
+    stockpiles: Vec<StockpileRow>,
+    factors: HashMap<(String, String), i64>,
+    policies: crate::policy::repo::Policies,
+}
+
+impl StockBook {
+    pub fn load<S: AsRef<str>>(conn: &mut DbConn, elements: &[S]) -> ApiResult<StockBook> {
+        use crate::db::schema::depots;
+        let names: Vec<&str> = elements.iter().map(AsRef::as_ref).collect();
+        let rows: Vec<(String, String, String, i64, i64, String)> = stockpiles::table
+            .inner_join(depots::table)
+            .filter(stockpiles::element.eq_any(&names))
+            .select((
+                stockpiles::element,
+                stockpiles::form,
+                stockpiles::grade,
+                stockpiles::on_hand_g,
+                stockpiles::reserved_g,
+                depots::status,
+            ))
+            .load(conn)?;
+        let stockpiles = rows
+            .into_iter()
+            .map(
+                |(element, form, grade, on_hand_g, reserved_g, status)| StockpileRow {
+                    element,
+                    form,
+                    grade,
+                    on_hand_g,
+                    reserved_g,
+                    depot_active: status == "active",
+                },
+            )
+            .collect();
+        Ok(StockBook {
+            stockpiles,
+            factors: crate::elements::repo::factors(conn)?,
+            policies: crate::policy::repo::current_of(conn, &names)?,
+        })
+    }
+
+    /// The form and grade a firing releases: the rule's, or else the one
+    /// with the most available material of the element at active depots.
+    pub fn material(&self, rule: &RuleRow) -> Option<(String, String, i64)> {
+        let mut by_material: std::collections::BTreeMap<(&str, &str), i64> = Default::default();
+        for s in &self.stockpiles {
+            if s.element == rule.element && s.depot_active {
+                *by_material.entry((&s.form, &s.grade)).or_default() += s.on_hand_g - s.reserved_g;
+            }
+        }
+        let owned = |((f, g), a): (&(&str, &str), &i64)| (f.to_string(), g.to_string(), *a);
+        match (&rule.form, &rule.grade) {
+            (Some(f), Some(g)) => {
+                let a = by_material
+                    .get(&(f.as_str(), g.as_str()))
+                    .copied()
+                    .unwrap_or(0);
+                Some((f.clone(), g.clone(), a))
+            }
+            (Some(f), None) => by_material
+                .iter()
+                .filter(|((form, _), _)| form == f)
+                .max_by_key(|(_, a)| **a)
+                .map(owned),
+            _ => by_material.iter().max_by_key(|(_, a)| **a).map(owned),
+        }
+    }
+
+    /// The element's holding over the forms with a known factor, every depot.
+    pub fn holding(&self, element: &str) -> Holding {
+        let rows: Vec<(i64, i64, i64)> = self
+            .stockpiles
+            .iter()
+            .filter(|s| s.element == element)
+            .filter_map(|s| {
+                let ppm = self.factors.get(&(s.element.clone(), s.form.clone()))?;
+                Some((s.on_hand_g, s.reserved_g, *ppm))
+            })
+            .collect();
+        let mass =
+            |g: i64, ppm: i64| Decimal::from(g) * Decimal::from(ppm) / Decimal::from(1_000_000);
+        Holding {
+            on_hand_g: rows.iter().map(|r| r.0).sum(),
+            reserved_g: rows.iter().map(|r| r.1).sum(),
+            on_hand_element_g: rows.iter().map(|r| mass(r.0, r.2)).sum(),
+            unreserved_element_g: rows.iter().map(|r| mass(r.0 - r.1, r.2)).sum(),
+        }
+    }
+
+    /// The stock a firing of `rule` is sized against, releasing `form` of
+    /// which `available_g` is available.
+    pub fn stock(&self, rule: &RuleRow, form: &str, available_g: i64) -> ApiResult<Stock> {
+        let h = self.holding(&rule.element);
+        let form_ppm = *self
+            .factors
+            .get(&(rule.element.clone(), form.to_string()))
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("no element form {} {form}", rule.element))
+            })?;
+        let policy = self.policies.get(&rule.element)?.policy();
+        let kind = rule.kind();
+        Ok(Stock {
+            unreserved_g: h.on_hand_g - h.reserved_g,
+            unreserved_element_g: h.unreserved_element_g,
+            available_g,
+            form_ppm,
+            consumption_g_per_day: policy
+                .consumption_per_year
+                .map(|g| Decimal::from(g.0) / Decimal::from(365)),
+            reserve_floor_g: policy
+                .reserve_floor
+                .map(|g| g.0)
+                .filter(|_| kind != OrderKind::EmergencyDrawdown),
+            policy_cap_g: match kind {
+                OrderKind::LimitedDrawdown => policy.limited_drawdown_max.map(|g| g.0),
+                OrderKind::TestSale => policy.test_sale_max.map(|g| g.0),
+                _ => None,
+            },
+        })
+    }
 }
 
 /// The human account of a measurement, for the order's reason and the
@@ -555,6 +606,7 @@ struct Outcome {
 /// proposal rolls back and the evaluation is stored with the refusal.
 fn fire(
     conn: &mut DbConn,
+    book: &StockBook,
     rule: &RuleRow,
     m: &Measurement,
     state: State,
@@ -567,14 +619,14 @@ fn fire(
         order_id: None,
         state,
     };
-    let Some((form, grade, available_g)) = material(conn, rule)? else {
+    let Some((form, grade, available_g)) = book.material(rule) else {
         return Ok(not_fired(
             Reason::FloorLeavesNothing,
             format!("the reserve holds no {} to release", rule.element),
             None,
         ));
     };
-    let stock = stock(conn, rule, &form, available_g)?;
+    let stock = book.stock(rule, &form, available_g)?;
     let sizing = model::size(&rule.settings(), m, &stock);
     if sizing.proposed_g <= 0 {
         let why = sizing.note.clone().unwrap_or_else(|| {
@@ -599,14 +651,14 @@ fn fire(
     );
     let actor = format!("rule:{}", rule.id);
     let proposed = order.and_then(|o| {
-        conn.transaction(|c| crate::orders::repo::propose(c, &actor, &o, Some(rule.id)))
+        conn.transaction(|c| crate::orders::repo::propose_new(c, &actor, &o, Some(rule.id)))
     });
     match proposed {
-        Ok(view) => Ok(Outcome {
+        Ok(order_id) => Ok(Outcome {
             reason: Reason::Fired,
             detail: format!(
                 "fired: proposed release order {} for {} kg of {} {} grade {}, bound by {}; {}",
-                view.id,
+                order_id,
                 sizing.proposed_kg,
                 rule.element,
                 form,
@@ -615,7 +667,7 @@ fn fire(
                 describe(rule, m)
             ),
             sizing: Some(sizing),
-            order_id: Some(view.id),
+            order_id: Some(order_id),
             state: model::fired(&state, now),
         }),
         Err(ApiError::Validation(fields)) => Ok(not_fired(
@@ -647,126 +699,283 @@ pub fn evaluate(
     trigger: Trigger,
     triggered_by: &str,
 ) -> ApiResult<EvaluationView> {
-    // The lock and the read in one round trip.
-    let rule: RuleRow = diesel::update(
-        rr::table
-            .filter(rr::id.eq(id))
-            .filter(rr::deleted_at.is_null()),
-    )
-    .set(rr::evaluation_count.eq(rr::evaluation_count + 1))
-    .returning(rr::all_columns)
-    .get_result(conn)
-    .optional()?
-    .ok_or_else(|| not_found(id))?;
-    let now = types::now();
-    let settings = rule.settings();
-    let horizon = crate::flows::repo::data_horizon(conn, &rule.element)?;
-    let measurement = match horizon {
-        None => None,
-        Some(h) => {
-            let (window, baseline) = model::spans(&settings, h);
-            let origins = rule.origins();
-            let flows = crate::flows::repo::spans(
-                conn,
-                &rule.element,
-                origins.as_deref(),
-                baseline.0,
-                window.1,
-            )?;
-            model::measure(&settings, &flows, h)
-        }
+    match evaluate_all(conn, &[id], trigger, triggered_by, Isolation::None)?.pop() {
+        Some((_, view)) => view,
+        None => Err(not_found(id)),
+    }
+}
+
+/// Whether each rule's evaluation runs in its own savepoint.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    /// The first failure fails the whole call.
+    None,
+    /// A rule's failure rolls back only its savepoint; the others run.
+    Savepoint,
+}
+
+/// Takes the row locks of the live rules among `ids`, in id order, and reads
+/// them under the lock: evaluations of one rule queue here, across replicas.
+/// SQLite has no row locks: its write transaction already holds the database.
+fn lock_rules(conn: &mut DbConn, ids: &[i64]) -> ApiResult<Vec<RuleRow>> {
+    let q = rr::table
+        .filter(rr::id.eq_any(ids))
+        .filter(rr::deleted_at.is_null())
+        .order(rr::id.asc())
+        .select(rr::all_columns);
+    Ok(match conn {
+        DbConn::Postgres(c) => q.for_update().load(c)?,
+        DbConn::Sqlite(c) => q.load(c)?,
+    })
+}
+
+/// What one rule's evaluation measured, before it is decided.
+struct Reading {
+    horizon: Option<NaiveDate>,
+    measurement: Option<Measurement>,
+}
+
+/// Measures every rule against its element's flows, read for all rules in
+/// two queries (the horizons, then the flows over the widest span).
+fn measure_all(conn: &mut DbConn, rules: &[RuleRow]) -> ApiResult<Vec<Reading>> {
+    let mut elements: Vec<&str> = rules.iter().map(|r| r.element.as_str()).collect();
+    elements.sort_unstable();
+    elements.dedup();
+    let horizons = crate::flows::repo::data_horizons(conn, &elements)?;
+    let spans: Vec<Option<(NaiveDate, NaiveDate)>> = rules
+        .iter()
+        .map(|r| {
+            let h = horizons.get(&r.element)?;
+            let (window, baseline) = model::spans(&r.settings(), *h);
+            Some((baseline.0, window.1))
+        })
+        .collect();
+    let widest = spans
+        .iter()
+        .flatten()
+        .copied()
+        .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
+    let flows = match widest {
+        Some((from, to)) => crate::flows::repo::spans_of(conn, &elements, None, from, to)?,
+        None => HashMap::new(),
     };
-    // Whether its own order is still open matters only to a rule that
-    // would otherwise fire: ask the database only then.
-    let mut open = None;
-    let mut step = model::step(&settings, &rule.state(), measurement.as_ref(), false, now);
-    if step.verdict.is_ok() {
-        open = open_order(conn, id)?;
-        if open.is_some() {
+    let none = Vec::new();
+    Ok(rules
+        .iter()
+        .zip(spans)
+        .map(|(rule, span)| {
+            let horizon = horizons.get(&rule.element).copied();
+            let measurement = match (horizon, span) {
+                (Some(h), Some((from, to))) => {
+                    // The rows `flows::repo::spans` would return for the rule.
+                    let origins = rule.origins();
+                    let mine: Vec<_> = flows
+                        .get(&rule.element)
+                        .unwrap_or(&none)
+                        .iter()
+                        .filter(|f| f.period_end >= from && f.period_start <= to)
+                        .filter(|f| {
+                            origins
+                                .as_ref()
+                                .is_none_or(|o| o.contains(&f.origin_country))
+                        })
+                        .cloned()
+                        .collect();
+                    model::measure(&rule.settings(), &mine, h)
+                }
+                _ => None,
+            };
+            Reading {
+                horizon,
+                measurement,
+            }
+        })
+        .collect())
+}
+
+/// Evaluates the live rules among `ids` once each and stores their
+/// evaluations, in id order. Takes every rule's lock first, then reads what
+/// all of them need in a few queries (flows, open orders, stock, policies),
+/// decides each with `model`, and writes each rule's outcome (its state, the
+/// evaluation, the proposed order, the event), in a savepoint of its own
+/// with `Isolation::Savepoint`.
+fn evaluate_all(
+    conn: &mut DbConn,
+    ids: &[i64],
+    trigger: Trigger,
+    triggered_by: &str,
+    isolation: Isolation,
+) -> ApiResult<Vec<(i64, ApiResult<EvaluationView>)>> {
+    let rules = lock_rules(conn, ids)?;
+    let now = types::now();
+    let readings = measure_all(conn, &rules)?;
+    let steps: Vec<model::Step> = rules
+        .iter()
+        .zip(&readings)
+        .map(|(r, m)| {
+            model::step(
+                &r.settings(),
+                &r.state(),
+                m.measurement.as_ref(),
+                false,
+                now,
+            )
+        })
+        .collect();
+    // Whether its own order is still open, and the stock, matter only to a
+    // rule that would otherwise fire: ask the database only for those.
+    let ready: Vec<&RuleRow> = rules
+        .iter()
+        .zip(&steps)
+        .filter(|(_, s)| s.verdict.is_ok())
+        .map(|(r, _)| r)
+        .collect();
+    let (open, book) = if ready.is_empty() {
+        (HashMap::new(), None)
+    } else {
+        let ids: Vec<i64> = ready.iter().map(|r| r.id).collect();
+        let open = open_orders(conn, &ids)?;
+        let mut elements: Vec<&str> = ready
+            .iter()
+            .filter(|r| !open.contains_key(&r.id))
+            .map(|r| r.element.as_str())
+            .collect();
+        elements.sort_unstable();
+        elements.dedup();
+        let book = (!elements.is_empty())
+            .then(|| StockBook::load(conn, &elements))
+            .transpose()?;
+        (open, book)
+    };
+    let mut views = Vec::with_capacity(rules.len());
+    for ((rule, reading), step) in rules.iter().zip(&readings).zip(steps) {
+        let decided = Decided {
+            rule,
+            reading,
+            step,
+            open: open.get(&rule.id).copied(),
+            book: book.as_ref(),
+        };
+        let view = match isolation {
+            Isolation::None => Ok(decided.store(conn, trigger, triggered_by, now)?),
+            Isolation::Savepoint => {
+                conn.transaction(|c| decided.store(c, trigger, triggered_by, now))
+            }
+        };
+        views.push((rule.id, view));
+    }
+    Ok(views)
+}
+
+/// One rule's evaluation, measured and stepped, ready to be stored.
+struct Decided<'a> {
+    rule: &'a RuleRow,
+    reading: &'a Reading,
+    step: model::Step,
+    open: Option<i64>,
+    book: Option<&'a StockBook>,
+}
+
+impl Decided<'_> {
+    /// Fires the rule if it is ready, then stores its state, the evaluation
+    /// and, when it fired, the event.
+    fn store(
+        &self,
+        conn: &mut DbConn,
+        trigger: Trigger,
+        triggered_by: &str,
+        now: DateTime<Utc>,
+    ) -> ApiResult<EvaluationView> {
+        let (rule, id) = (self.rule, self.rule.id);
+        let settings = rule.settings();
+        let (horizon, measurement) = (self.reading.horizon, &self.reading.measurement);
+        let mut step = self.step.clone();
+        if step.verdict.is_ok() && self.open.is_some() {
             step = model::step(&settings, &rule.state(), measurement.as_ref(), true, now);
         }
+        let outcome = match (&step.verdict, measurement, self.book) {
+            (Ok(()), Some(m), Some(book)) => fire(conn, book, rule, m, step.state, now)?,
+            (Err(reason), _, _) => Outcome {
+                reason: *reason,
+                detail: explain(
+                    rule,
+                    *reason,
+                    measurement.as_ref(),
+                    horizon,
+                    self.open,
+                    &step.state,
+                ),
+                sizing: None,
+                order_id: None,
+                state: step.state,
+            },
+            (Ok(()), _, _) => unreachable!("a rule without data or stock read never fires"),
+        };
+        diesel::update(rr::table.filter(rr::id.eq(id)))
+            .set((
+                rr::consecutive.eq(outcome.state.consecutive),
+                rr::armed.eq(outcome.state.armed),
+                rr::last_fired_at.eq(outcome.state.last_fired_at.map(types::to_db)),
+                rr::evaluation_count.eq(rr::evaluation_count + 1),
+            ))
+            .execute(conn)?;
+        let m = measurement.as_ref();
+        let fired = outcome.reason == Reason::Fired;
+        let stored: EvaluationRow = diesel::insert_into(ev::table)
+            .values((
+                ev::rule_id.eq(id),
+                ev::rule_version.eq(rule.version),
+                ev::at.eq(types::to_db(now)),
+                ev::trigger.eq(trigger.as_str()),
+                ev::slot.eq(trigger.slot()),
+                ev::triggered_by.eq(triggered_by),
+                ev::data_horizon.eq(horizon),
+                ev::window_start.eq(m.map(|m| m.window.0)),
+                ev::window_end.eq(m.map(|m| m.window.1)),
+                ev::baseline_start.eq(m.map(|m| m.baseline.0)),
+                ev::baseline_end.eq(m.map(|m| m.baseline.1)),
+                ev::window_kg_per_day.eq(m.map(|m| model::kg_per_day(m.window_g_per_day))),
+                ev::baseline_kg_per_day.eq(m.map(|m| model::kg_per_day(m.baseline_g_per_day))),
+                ev::drop_percent.eq(m.map(|m| model::percent(m.drop_percent))),
+                ev::breach.eq(step.breach),
+                ev::consecutive.eq(outcome.state.consecutive),
+                ev::decision.eq(if fired { "fired" } else { "not_fired" }),
+                ev::reason.eq(outcome.reason.as_str()),
+                ev::detail.eq(&outcome.detail),
+                ev::sizing.eq(outcome
+                    .sizing
+                    .as_ref()
+                    .map(|s| serde_json::to_string(s).unwrap_or_default())),
+                ev::proposed_g.eq(outcome
+                    .sizing
+                    .as_ref()
+                    .filter(|_| fired)
+                    .map(|s| s.proposed_g)),
+                ev::order_id.eq(outcome.order_id),
+            ))
+            .returning(ev::all_columns)
+            .get_result(conn)?;
+        let view = evaluation_view(stored);
+        if fired {
+            crate::events::repo::stage(
+                conn,
+                crate::events::model::RULE_FIRED,
+                Some(&rule.element),
+                None,
+                Some(&format!("rule:{id}")),
+                &serde_json::json!({
+                    "rule_id": id,
+                    "element": rule.element,
+                    "order_id": outcome.order_id,
+                    "evaluation_id": view.id,
+                    "drop_percent": view.drop_percent,
+                    "proposed_kg": outcome.sizing.as_ref().map(|s| s.proposed_kg.clone()),
+                    "detail": outcome.detail,
+                }),
+            )?;
+        }
+        Ok(view)
     }
-    let outcome = match (&step.verdict, &measurement) {
-        (Ok(()), Some(m)) => fire(conn, &rule, m, step.state, now)?,
-        (Err(reason), _) => Outcome {
-            reason: *reason,
-            detail: explain(
-                &rule,
-                *reason,
-                measurement.as_ref(),
-                horizon,
-                open,
-                &step.state,
-            ),
-            sizing: None,
-            order_id: None,
-            state: step.state,
-        },
-        (Ok(()), None) => unreachable!("a rule without data never reaches firing"),
-    };
-    diesel::update(rr::table.filter(rr::id.eq(id)))
-        .set((
-            rr::consecutive.eq(outcome.state.consecutive),
-            rr::armed.eq(outcome.state.armed),
-            rr::last_fired_at.eq(outcome.state.last_fired_at.map(types::to_db)),
-        ))
-        .execute(conn)?;
-    let m = measurement.as_ref();
-    let fired = outcome.reason == Reason::Fired;
-    let stored: EvaluationRow = diesel::insert_into(ev::table)
-        .values((
-            ev::rule_id.eq(id),
-            ev::rule_version.eq(rule.version),
-            ev::at.eq(types::to_db(now)),
-            ev::trigger.eq(trigger.as_str()),
-            ev::slot.eq(trigger.slot()),
-            ev::triggered_by.eq(triggered_by),
-            ev::data_horizon.eq(horizon),
-            ev::window_start.eq(m.map(|m| m.window.0)),
-            ev::window_end.eq(m.map(|m| m.window.1)),
-            ev::baseline_start.eq(m.map(|m| m.baseline.0)),
-            ev::baseline_end.eq(m.map(|m| m.baseline.1)),
-            ev::window_kg_per_day.eq(m.map(|m| model::kg_per_day(m.window_g_per_day))),
-            ev::baseline_kg_per_day.eq(m.map(|m| model::kg_per_day(m.baseline_g_per_day))),
-            ev::drop_percent.eq(m.map(|m| model::percent(m.drop_percent))),
-            ev::breach.eq(step.breach),
-            ev::consecutive.eq(outcome.state.consecutive),
-            ev::decision.eq(if fired { "fired" } else { "not_fired" }),
-            ev::reason.eq(outcome.reason.as_str()),
-            ev::detail.eq(&outcome.detail),
-            ev::sizing.eq(outcome
-                .sizing
-                .as_ref()
-                .map(|s| serde_json::to_string(s).unwrap_or_default())),
-            ev::proposed_g.eq(outcome
-                .sizing
-                .as_ref()
-                .filter(|_| fired)
-                .map(|s| s.proposed_g)),
-            ev::order_id.eq(outcome.order_id),
-        ))
-        .returning(ev::all_columns)
-        .get_result(conn)?;
-    let view = evaluation_view(stored);
-    if fired {
-        crate::events::repo::stage(
-            conn,
-            crate::events::model::RULE_FIRED,
-            Some(&rule.element),
-            None,
-            Some(&format!("rule:{id}")),
-            &serde_json::json!({
-                "rule_id": id,
-                "element": rule.element,
-                "order_id": outcome.order_id,
-                "evaluation_id": view.id,
-                "drop_percent": view.drop_percent,
-                "proposed_kg": outcome.sizing.as_ref().map(|s| s.proposed_kg.clone()),
-                "detail": outcome.detail,
-            }),
-        )?;
-    }
-    Ok(view)
 }
 
 /// Why a rule did not fire, in words.
@@ -810,7 +1019,7 @@ fn explain(
 }
 
 /// Evaluates every enabled rule of `elements` (after an ingest touched
-/// them), each in a savepoint of the caller's transaction.
+/// them); the first failure fails the ingest.
 pub fn evaluate_elements(
     conn: &mut DbConn,
     elements: &[String],
@@ -823,8 +1032,9 @@ pub fn evaluate_elements(
         .order(rr::id.asc())
         .select(rr::id)
         .load(conn)?;
-    ids.into_iter()
-        .map(|id| evaluate(conn, id, Trigger::Ingest, triggered_by))
+    evaluate_all(conn, &ids, Trigger::Ingest, triggered_by, Isolation::None)?
+        .into_iter()
+        .map(|(_, view)| view)
         .collect()
 }
 
@@ -837,9 +1047,17 @@ pub fn evaluate_scheduled(conn: &mut DbConn, slot: DateTime<Utc>) -> ApiResult<S
         .order(rr::id.asc())
         .select(rr::id)
         .load(conn)?;
-    let (mut fired, mut failed) = (0, 0);
-    for id in &ids {
-        match conn.transaction(|c| evaluate(c, *id, Trigger::Schedule(slot), "scheduler")) {
+    let results = evaluate_all(
+        conn,
+        &ids,
+        Trigger::Schedule(slot),
+        "scheduler",
+        Isolation::Savepoint,
+    )?;
+    // A rule deleted since the ids were read is not evaluated: a failure.
+    let (mut fired, mut failed) = (0, ids.len() - results.len());
+    for (id, result) in results {
+        match result {
             Ok(e) if e.decision == "fired" => fired += 1,
             Ok(_) => {}
             Err(e) => {

@@ -494,17 +494,18 @@ pub fn run(
             .order(rr::id.asc())
             .select(repo::RuleRow::as_select())
             .load(conn)?;
-        let holding = repo::holding(conn, &element)?;
+        let book = repo::StockBook::load(conn, &[&element])?;
+        let holding = book.holding(&element);
         let mut rules = Vec::new();
         let mut available_g = 0;
         let mut rules_open = 0;
         for row in &rows {
-            let (form, available) = match repo::material(conn, row)? {
+            let (form, available) = match book.material(row) {
                 Some((form, _, available)) => (form, available),
                 None => ("oxide".to_string(), 0),
             };
             available_g = available_g.max(available);
-            let stock = repo::stock(conn, row, &form, available)?;
+            let stock = book.stock(row, &form, available)?;
             let open_remaining_g = match repo::open_order(conn, row.id)? {
                 Some(id) => {
                     let (q, r): (i64, i64) = ro::table
