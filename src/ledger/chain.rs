@@ -65,31 +65,36 @@ fn put(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
 impl ChainedFields<'_> {
     pub fn canonical(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
-        put(&mut out, Some(VERSION));
-        put(&mut out, Some(&self.sequence.to_be_bytes()));
-        put(&mut out, Some(&self.stockpile_id.to_be_bytes()));
-        put(&mut out, Some(self.identity.depot.as_bytes()));
-        put(&mut out, Some(self.identity.element.as_bytes()));
-        put(&mut out, Some(self.identity.form.as_bytes()));
-        put(&mut out, Some(self.identity.grade.as_bytes()));
-        put(&mut out, Some(self.kind.as_bytes()));
-        put(&mut out, Some(&self.quantity_g.to_be_bytes()));
-        put(&mut out, Some(&self.balance_after_g.to_be_bytes()));
-        put(&mut out, Some(&self.occurred_at_micros.to_be_bytes()));
-        put(&mut out, Some(&self.recorded_at_micros.to_be_bytes()));
-        put(&mut out, Some(self.actor.as_bytes()));
-        put(&mut out, self.reference.map(str::as_bytes));
-        put(&mut out, self.counterparty.map(str::as_bytes));
-        put(&mut out, self.origin_country.map(str::as_bytes));
-        let price = self.unit_price_micros.map(i64::to_be_bytes);
-        put(&mut out, price.as_ref().map(|p| p.as_slice()));
-        put(&mut out, self.currency.map(str::as_bytes));
-        put(&mut out, self.note.map(str::as_bytes));
-        put(&mut out, Some(self.idempotency_key.as_bytes()));
-        put(&mut out, Some(self.movement_id.as_bytes()));
-        let order = self.order_id.map(i64::to_be_bytes);
-        put(&mut out, order.as_ref().map(|o| o.as_slice()));
+        self.write_canonical(&mut out);
         out
+    }
+
+    /// Appends the canonical encoding to `out` (verification reuses one buffer).
+    pub fn write_canonical(&self, out: &mut Vec<u8>) {
+        put(out, Some(VERSION));
+        put(out, Some(&self.sequence.to_be_bytes()));
+        put(out, Some(&self.stockpile_id.to_be_bytes()));
+        put(out, Some(self.identity.depot.as_bytes()));
+        put(out, Some(self.identity.element.as_bytes()));
+        put(out, Some(self.identity.form.as_bytes()));
+        put(out, Some(self.identity.grade.as_bytes()));
+        put(out, Some(self.kind.as_bytes()));
+        put(out, Some(&self.quantity_g.to_be_bytes()));
+        put(out, Some(&self.balance_after_g.to_be_bytes()));
+        put(out, Some(&self.occurred_at_micros.to_be_bytes()));
+        put(out, Some(&self.recorded_at_micros.to_be_bytes()));
+        put(out, Some(self.actor.as_bytes()));
+        put(out, self.reference.map(str::as_bytes));
+        put(out, self.counterparty.map(str::as_bytes));
+        put(out, self.origin_country.map(str::as_bytes));
+        let price = self.unit_price_micros.map(i64::to_be_bytes);
+        put(out, price.as_ref().map(|p| p.as_slice()));
+        put(out, self.currency.map(str::as_bytes));
+        put(out, self.note.map(str::as_bytes));
+        put(out, Some(self.idempotency_key.as_bytes()));
+        put(out, Some(self.movement_id.as_bytes()));
+        let order = self.order_id.map(i64::to_be_bytes);
+        put(out, order.as_ref().map(|o| o.as_slice()));
     }
 
     /// The entry's hash, hex-encoded, chained onto `prev_hash`.
@@ -98,6 +103,17 @@ impl ChainedFields<'_> {
         h.update(prev_hash.as_bytes());
         h.update(self.canonical());
         hex::encode(h.finalize())
+    }
+
+    /// The entry's hash as bytes, chained onto `prev_hash` (hex, as stored);
+    /// `buf` is scratch space for the encoding, so a loop allocates nothing.
+    pub fn digest(&self, prev_hash: &[u8], buf: &mut Vec<u8>) -> [u8; 32] {
+        buf.clear();
+        self.write_canonical(buf);
+        let mut h = Sha256::new();
+        h.update(prev_hash);
+        h.update(&buf[..]);
+        h.finalize().into()
     }
 }
 
@@ -144,6 +160,18 @@ mod tests {
         assert_eq!(h1, f.hash(GENESIS));
         assert_eq!(h1.len(), 64);
         assert_ne!(h1, f.hash(&h1), "the previous hash is part of the input");
+    }
+
+    #[test]
+    fn digest_is_the_hash_in_bytes() {
+        let mut buf = vec![1, 2, 3];
+        let d = fields().digest(GENESIS.as_bytes(), &mut buf);
+        assert_eq!(hex::encode(d), TEST_VECTOR_HASH);
+        assert_eq!(
+            buf,
+            fields().canonical(),
+            "the scratch buffer is cleared first"
+        );
     }
 
     #[test]

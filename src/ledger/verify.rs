@@ -2,10 +2,12 @@
 //! hash chains (which commit to each stockpile's identity), running balances,
 //! sequence continuity, stockpile and depot totals, that closed depots hold
 //! nothing, and that no depot shipped more on a UTC day than the drawdown
-//! limit in force when that day's last outflow was posted. Names the first
+//! limit in force when that day's last outflow was posted, and that
+//! `ledger_balances` holds each entry's balance as of itself. Names the first
 //! bad entry.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc;
 
 use diesel::prelude::*;
 use serde::Serialize;
@@ -13,7 +15,9 @@ use serde::Serialize;
 use super::chain::{StockpileIdentity, GENESIS};
 use super::model::utc_day;
 use super::repo::EntryRow;
-use crate::db::schema::{depot_history, depots, ledger_entries as le, ledger_head, stockpiles};
+use crate::db::schema::{
+    depot_history, depots, ledger_balances as lb, ledger_entries as le, ledger_head, stockpiles,
+};
 use crate::db::{types, DbConn};
 use crate::depots::model::DepotStatus;
 use crate::error::ApiResult;
@@ -23,7 +27,9 @@ pub struct Finding {
     /// What kind of problem: `gap`, `hash_mismatch`, `balance_mismatch`,
     /// `behind_checkpoint`, `checkpoint_mismatch`, `checkpoint_invalid`,
     /// `stockpile_mismatch`, `stockpile_missing`, `depot_mismatch`,
-    /// `drawdown_exceeded` or `period_lock`.
+    /// `drawdown_exceeded`, `period_lock` or `balances_mismatch` (a
+    /// `ledger_balances` row missing, stray, or not the entry's balance,
+    /// count and newest sequence as of itself).
     pub kind: &'static str,
     /// The first bad entry's sequence, when the problem is in an entry.
     pub sequence: Option<i64>,
@@ -68,12 +74,196 @@ struct Running {
     head: String,
     balance: i64,
     count: i64,
+    /// The newest `occurred_at` so far, and whether an entry was dated before
+    /// it: then the stockpile's `ledger_balances` rows are checked in SQL.
+    newest: Option<chrono::NaiveDateTime>,
+    back_dated: bool,
 }
 
-/// Entries read per query: memory stays bounded by one page (plus one running
-/// head per stockpile and one total per depot and day), however long the
-/// ledger.
+/// Entries read per query: memory stays bounded by a few pages (the one being
+/// checked, the one read meanwhile and one in the channel between them, plus
+/// one running head per stockpile and one total per depot and day), however
+/// long the ledger.
 pub const PAGE: i64 = 5_000;
+
+/// A timestamp read as `NaiveDateTime`, but on SQLite with a fast path for
+/// the one text format diesel writes (`%F %T%.f`): chrono's general parser
+/// was a fifth of the reading thread's time. Anything else takes diesel's
+/// own parser, so the same values read alike.
+#[derive(diesel::deserialize::FromSqlRow)]
+struct FastTs(chrono::NaiveDateTime);
+
+type Multi = <DbConn as diesel::Connection>::Backend;
+
+impl diesel::deserialize::FromSql<diesel::sql_types::Timestamp, Multi> for FastTs {
+    fn from_sql(
+        bytes: <Multi as diesel::backend::Backend>::RawValue<'_>,
+    ) -> diesel::deserialize::Result<Self> {
+        bytes.from_sql::<Self, diesel::sql_types::Timestamp>()
+    }
+}
+
+impl diesel::deserialize::FromSql<diesel::sql_types::Timestamp, diesel::pg::Pg> for FastTs {
+    fn from_sql(
+        bytes: <diesel::pg::Pg as diesel::backend::Backend>::RawValue<'_>,
+    ) -> diesel::deserialize::Result<Self> {
+        <chrono::NaiveDateTime as diesel::deserialize::FromSql<
+            diesel::sql_types::Timestamp,
+            diesel::pg::Pg,
+        >>::from_sql(bytes)
+        .map(FastTs)
+    }
+}
+
+impl diesel::deserialize::FromSql<diesel::sql_types::Timestamp, diesel::sqlite::Sqlite> for FastTs {
+    fn from_sql(
+        mut value: <diesel::sqlite::Sqlite as diesel::backend::Backend>::RawValue<'_>,
+    ) -> diesel::deserialize::Result<Self> {
+        if value.value_type() == Some(diesel::sqlite::SqliteType::Text) {
+            if let Some(t) = parse_sqlite_timestamp(value.read_text()) {
+                return Ok(FastTs(t));
+            }
+        }
+        <chrono::NaiveDateTime as diesel::deserialize::FromSql<
+            diesel::sql_types::Timestamp,
+            diesel::sqlite::Sqlite,
+        >>::from_sql(value)
+        .map(FastTs)
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.fffffffff]`, or `None` for anything else.
+fn parse_sqlite_timestamp(text: &str) -> Option<chrono::NaiveDateTime> {
+    let b = text.as_bytes();
+    let num = |from: usize, to: usize| -> Option<u32> {
+        b.get(from..to)?.iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let seps = [(4, b'-'), (7, b'-'), (10, b' '), (13, b':'), (16, b':')];
+    if b.len() < 19 || seps.iter().any(|&(i, c)| b[i] != c) {
+        return None;
+    }
+    let nanos = match b.len() {
+        19 => 0,
+        20 => return None,
+        n if n <= 29 && b[19] == b'.' => num(20, n)? * 10u32.pow((29 - n) as u32),
+        _ => return None,
+    };
+    chrono::NaiveDate::from_ymd_opt(num(0, 4)? as i32, num(5, 7)?, num(8, 10)?)?.and_hms_nano_opt(
+        num(11, 13)?,
+        num(14, 16)?,
+        num(17, 19)?,
+        nanos,
+    )
+}
+
+/// A `ledger_entries` row as the pages read it.
+#[derive(Queryable)]
+struct PageEntry {
+    sequence: i64,
+    stockpile_id: i64,
+    kind: String,
+    quantity_g: i64,
+    balance_after_g: i64,
+    occurred_at: FastTs,
+    recorded_at: FastTs,
+    actor: String,
+    reference: Option<String>,
+    counterparty: Option<String>,
+    origin_country: Option<String>,
+    unit_price_micros: Option<i64>,
+    currency: Option<String>,
+    note: Option<String>,
+    idempotency_key: String,
+    movement_id: String,
+    order_id: Option<i64>,
+    prev_hash: String,
+    hash: String,
+}
+
+impl From<PageEntry> for EntryRow {
+    fn from(e: PageEntry) -> Self {
+        EntryRow {
+            sequence: e.sequence,
+            stockpile_id: e.stockpile_id,
+            kind: e.kind,
+            quantity_g: e.quantity_g,
+            balance_after_g: e.balance_after_g,
+            occurred_at: e.occurred_at.0,
+            recorded_at: e.recorded_at.0,
+            actor: e.actor,
+            reference: e.reference,
+            counterparty: e.counterparty,
+            origin_country: e.origin_country,
+            unit_price_micros: e.unit_price_micros,
+            currency: e.currency,
+            note: e.note,
+            idempotency_key: e.idempotency_key,
+            movement_id: e.movement_id,
+            order_id: e.order_id,
+            prev_hash: e.prev_hash,
+            hash: e.hash,
+        }
+    }
+}
+
+/// An entry with its `ledger_balances` row (balance, entries, max sequence).
+type PageRow = (PageEntry, Option<(i64, i64, i64)>);
+
+/// Reads the ledger in pages on the caller's connection (so in its snapshot)
+/// and hands them over until the receiver hangs up.
+fn read_pages(conn: &mut DbConn, tx: mpsc::SyncSender<QueryResult<Vec<PageRow>>>) {
+    let mut after = 0i64;
+    loop {
+        let page = le::table
+            .left_join(
+                lb::table.on(lb::stockpile_id
+                    .eq(le::stockpile_id)
+                    .and(lb::occurred_at.eq(le::occurred_at))
+                    .and(lb::sequence.eq(le::sequence))),
+            )
+            .filter(le::sequence.gt(after))
+            .order(le::sequence.asc())
+            .limit(PAGE)
+            .select((
+                (
+                    le::sequence,
+                    le::stockpile_id,
+                    le::kind,
+                    le::quantity_g,
+                    le::balance_after_g,
+                    le::occurred_at,
+                    le::recorded_at,
+                    le::actor,
+                    le::reference,
+                    le::counterparty,
+                    le::origin_country,
+                    le::unit_price_micros,
+                    le::currency,
+                    le::note,
+                    le::idempotency_key,
+                    le::movement_id,
+                    le::order_id,
+                    le::prev_hash,
+                    le::hash,
+                ),
+                (lb::balance_g, lb::entries, lb::max_sequence).nullable(),
+            ))
+            .load::<PageRow>(conn);
+        let last = match &page {
+            Ok(rows) => rows.last().map(|(e, _)| e.sequence),
+            Err(_) => None,
+        };
+        if tx.send(page).is_err() {
+            return;
+        }
+        match last {
+            Some(s) => after = s,
+            None => return,
+        }
+    }
+}
 
 /// Verifies one consistent snapshot of the whole ledger, so writers running
 /// meanwhile cannot produce false alarms.
@@ -118,6 +308,7 @@ fn check_entry(
     expected_sequence: i64,
     stockpile: Option<&StockpileRow>,
     running: &mut BTreeMap<i64, Running>,
+    buf: &mut Vec<u8>,
 ) -> Result<(), (&'static str, String)> {
     if e.sequence != expected_sequence {
         return Err((
@@ -148,7 +339,12 @@ fn check_entry(
             "prev_hash does not match the previous entry of its stockpile".into(),
         ));
     }
-    if e.chained(stockpile.identity()).hash(&e.prev_hash) != e.hash {
+    let digest = e
+        .chained(stockpile.identity())
+        .digest(e.prev_hash.as_bytes(), buf);
+    let mut hex = [0u8; 64];
+    hex::encode_to_slice(digest, &mut hex).expect("64 hex digits for 32 bytes");
+    if hex[..] != *e.hash.as_bytes() {
         return Err((
             "hash_mismatch",
             format!(
@@ -172,9 +368,22 @@ fn check_entry(
     if r.balance < 0 {
         return Err(("balance_mismatch", "balance is negative".into()));
     }
-    r.head = e.hash.clone();
     r.count += 1;
     Ok(())
+}
+
+/// Whether the entry's `ledger_balances` row can be told right here. An entry
+/// dated at or after every earlier one of its stockpile is last in its
+/// (occurred_at, sequence) order, so its row must hold its running balance,
+/// count and own sequence, unless a later entry is back-dated before it;
+/// such stockpiles (and any row that differs) go to `check_balances`.
+fn balances_row_in_order(e: &EntryRow, stored: Option<(i64, i64, i64)>, r: &mut Running) -> bool {
+    if r.newest.is_some_and(|n| e.occurred_at < n) {
+        r.back_dated = true;
+    } else {
+        r.newest = Some(e.occurred_at);
+    }
+    stored == Some((r.balance, r.count, e.sequence))
 }
 
 /// The latest checkpoint, checked on its own, with its heads by stockpile.
@@ -259,51 +468,79 @@ pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiRes
     let mut verified_through = 0i64;
     let mut checked = 0i64;
     let mut first_problem: Option<Finding> = None;
-    'pages: loop {
-        let rows: Vec<EntryRow> = le::table
-            .filter(le::sequence.gt(verified_through))
-            .order(le::sequence.asc())
-            .limit(PAGE)
-            .select(EntryRow::as_select())
-            .load(conn)?;
-        if rows.is_empty() {
-            break;
-        }
-        for e in &rows {
-            checked += 1;
-            let stockpile = identities.get(&e.stockpile_id);
-            let checked_entry = check_entry(e, verified_through + 1, stockpile, &mut running)
-                .and_then(|()| match anchor.as_ref() {
-                    Some(a) => check_against_anchor(e, a, &running),
-                    None => Ok(()),
-                });
-            if let Err((kind, problem)) = checked_entry {
-                first_problem = Some(Finding {
-                    kind,
-                    sequence: Some(e.sequence),
-                    stockpile_id: Some(e.stockpile_id),
-                    depot_id: None,
-                    problem,
-                });
-                break 'pages;
+    // Stockpiles whose `ledger_balances` rows need the SQL check.
+    let mut suspect: BTreeSet<i64> = BTreeSet::new();
+    let mut buf = Vec::with_capacity(512);
+    // A second thread reads the next page (same connection, same snapshot)
+    // while this one hashes the current one; the channel holds one page.
+    let (tx, rx) = mpsc::sync_channel(1);
+    std::thread::scope(|scope| -> ApiResult<()> {
+        // Owned here, so any return hangs up and the reader stops.
+        let rx = rx;
+        let reader = scope.spawn(|| read_pages(conn, tx));
+        for page in &rx {
+            let rows = page?;
+            if rows.is_empty() {
+                break;
             }
-            verified_through = e.sequence;
-            if let Some(sp) = stockpile.filter(|_| is_outflow(&e.kind)) {
-                let day = types::to_db(utc_day(types::from_db(e.occurred_at)).0);
-                let d = outflows.entry((sp.depot_id, day)).or_insert(DayOutflow {
-                    shipped_g: 0,
-                    last_sequence: 0,
-                    last_recorded_at: e.recorded_at,
-                });
-                d.shipped_g -= e.quantity_g;
-                d.last_sequence = e.sequence;
-                d.last_recorded_at = e.recorded_at;
+            for (e, stored) in rows {
+                let mut e = EntryRow::from(e);
+                checked += 1;
+                let stockpile = identities.get(&e.stockpile_id);
+                let checked_entry =
+                    check_entry(&e, verified_through + 1, stockpile, &mut running, &mut buf)
+                        .and_then(|()| match anchor.as_ref() {
+                            Some(a) => check_against_anchor(&e, a, &running),
+                            None => Ok(()),
+                        });
+                if let Err((kind, problem)) = checked_entry {
+                    first_problem = Some(Finding {
+                        kind,
+                        sequence: Some(e.sequence),
+                        stockpile_id: Some(e.stockpile_id),
+                        depot_id: None,
+                        problem,
+                    });
+                    break;
+                }
+                verified_through = e.sequence;
+                if let Some(sp) = stockpile.filter(|_| is_outflow(&e.kind)) {
+                    let day = types::to_db(utc_day(types::from_db(e.occurred_at)).0);
+                    let d = outflows.entry((sp.depot_id, day)).or_insert(DayOutflow {
+                        shipped_g: 0,
+                        last_sequence: 0,
+                        last_recorded_at: e.recorded_at,
+                    });
+                    d.shipped_g -= e.quantity_g;
+                    d.last_sequence = e.sequence;
+                    d.last_recorded_at = e.recorded_at;
+                }
+                // check_entry made the stockpile's running state.
+                if let Some(r) = running.get_mut(&e.stockpile_id) {
+                    if !balances_row_in_order(&e, stored, r) {
+                        suspect.insert(e.stockpile_id);
+                    }
+                    r.head = std::mem::take(&mut e.hash);
+                }
+            }
+            if first_problem.is_some() {
+                break;
+            }
+            if let Some(progress) = opts.progress.as_mut() {
+                progress(checked, posted);
             }
         }
-        if let Some(progress) = opts.progress.as_mut() {
-            progress(checked, posted);
-        }
-    }
+        // Hanging up stops the reader after the page it is reading.
+        drop(rx);
+        reader.join().expect("the ledger reader panicked");
+        Ok(())
+    })?;
+    suspect.extend(
+        running
+            .iter()
+            .filter(|(_, r)| r.back_dated)
+            .map(|(id, _)| *id),
+    );
     // A stockpile whose chain ends before the head the checkpoint signed lost
     // its newest entries: the chain alone cannot show that.
     if first_problem.is_none() {
@@ -445,6 +682,9 @@ pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiRes
     if first_problem.is_none() {
         first_problem = check_period_locks(conn)?;
     }
+    if first_problem.is_none() {
+        first_problem = check_balances(conn, &suspect, checked)?;
+    }
     Ok(VerifyReport {
         ok: first_problem.is_none(),
         entries_checked: checked,
@@ -580,4 +820,146 @@ fn check_period_locks(conn: &mut DbConn) -> ApiResult<Option<Finding>> {
         }
     }
     Ok(None)
+}
+
+/// A `ledger_balances` row that differs from what the entries give.
+#[derive(QueryableByName)]
+struct BalancesMismatch {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    sequence: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    stockpile_id: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    balance_g: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    entries: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    max_sequence: i64,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    stored_balance_g: Option<i64>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    stored_entries: Option<i64>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    stored_max_sequence: Option<i64>,
+}
+
+/// `ledger_balances` holds one row per entry with its stockpile's balance,
+/// entry count and newest sequence as of that entry in (occurred_at,
+/// sequence) order. The page loop checked every row of the stockpiles whose
+/// entries came in that order; the rest (`suspect`: back-dated entries, or a
+/// row that differed) are recomputed here with window functions on the
+/// server. A row no entry has is found by counting: each entry has its row.
+fn check_balances(
+    conn: &mut DbConn,
+    suspect: &BTreeSet<i64>,
+    entries: i64,
+) -> ApiResult<Option<Finding>> {
+    let finding = |sequence, stockpile_id, problem| Finding {
+        kind: "balances_mismatch",
+        sequence,
+        stockpile_id,
+        depot_id: None,
+        problem,
+    };
+    if !suspect.is_empty() {
+        // Integers only, so the list is safe to inline.
+        let ids = suspect
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = format!(
+            "SELECT w.sequence, w.stockpile_id, w.balance_g, w.entries, w.max_sequence,
+               b.balance_g AS stored_balance_g, b.entries AS stored_entries,
+               b.max_sequence AS stored_max_sequence
+             FROM (SELECT stockpile_id, occurred_at, sequence,
+                     CAST(SUM(quantity_g) OVER w AS BIGINT) AS balance_g,
+                     CAST(COUNT(*) OVER w AS BIGINT) AS entries,
+                     MAX(sequence) OVER w AS max_sequence
+                   FROM ledger_entries
+                   WHERE stockpile_id IN ({ids})
+                   WINDOW w AS (PARTITION BY stockpile_id ORDER BY occurred_at, sequence
+                                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)) w
+             LEFT JOIN ledger_balances b ON b.stockpile_id = w.stockpile_id
+               AND b.occurred_at = w.occurred_at AND b.sequence = w.sequence
+             WHERE b.sequence IS NULL OR b.balance_g <> w.balance_g
+               OR b.entries <> w.entries OR b.max_sequence <> w.max_sequence
+             ORDER BY w.sequence LIMIT 1"
+        );
+        let bad: Option<BalancesMismatch> = diesel::sql_query(sql).get_result(conn).optional()?;
+        if let Some(m) = bad {
+            let problem = match (m.stored_balance_g, m.stored_entries, m.stored_max_sequence) {
+                (Some(b), Some(n), Some(s)) => format!(
+                    "ledger_balances says {b} g, {n} entries, newest sequence {s} as of this entry; its stockpile's entries up to it in occurred_at order give {} g, {} entries, newest sequence {}",
+                    m.balance_g, m.entries, m.max_sequence
+                ),
+                _ => "ledger_balances holds no row for the entry".to_string(),
+            };
+            return Ok(Some(finding(
+                Some(m.sequence),
+                Some(m.stockpile_id),
+                problem,
+            )));
+        }
+    }
+    let rows: i64 = lb::table.count().get_result(conn)?;
+    if rows != entries {
+        // Every entry has its row, so the extra rows match none.
+        let stray: Option<StrayRow> = diesel::sql_query(
+            "SELECT b.sequence, b.stockpile_id FROM ledger_balances b
+             WHERE NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.sequence = b.sequence
+               AND e.stockpile_id = b.stockpile_id AND e.occurred_at = b.occurred_at)
+             ORDER BY b.sequence LIMIT 1",
+        )
+        .get_result(conn)
+        .optional()?;
+        return Ok(Some(finding(
+            stray.as_ref().map(|r| r.sequence),
+            stray.as_ref().map(|r| r.stockpile_id),
+            format!(
+                "ledger_balances holds {rows} rows for {entries} entries; the first row of no entry is named"
+            ),
+        )));
+    }
+    Ok(None)
+}
+
+#[derive(QueryableByName)]
+struct StrayRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    sequence: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    stockpile_id: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_timestamps_parse_as_diesel_parses_them() {
+        use chrono::NaiveDateTime;
+        for text in [
+            "2026-11-29 19:35:48.243413",
+            "2026-11-29 19:35:48",
+            "2026-11-29 19:35:48.1",
+            "2026-11-29 19:35:48.123456789",
+            "2024-02-29 00:00:00.000001",
+        ] {
+            let want = NaiveDateTime::parse_from_str(text, "%F %T%.f").unwrap();
+            assert_eq!(parse_sqlite_timestamp(text), Some(want), "{text}");
+        }
+        // Left to diesel's parser: other shapes, a leap second, bad dates.
+        for text in [
+            "2026-11-29T19:35:48",
+            "2026-11-29 19:35:48.",
+            "2026-11-29 19:35:60",
+            "2026-02-30 00:00:00",
+            "2026-11-29 19:35:48+01:00",
+            "2026-11-29 19:35:48.1234567890",
+            "20261-11-29 19:35:48",
+        ] {
+            assert_eq!(parse_sqlite_timestamp(text), None, "{text}");
+        }
+    }
 }

@@ -20,6 +20,7 @@ on_both_backends!(
     a_release_of_a_grade_never_held_says_so,
     expired_idempotency_records_are_purged,
     an_outside_tool_recomputes_every_hash_from_the_export,
+    ledger_balances_rows_edited_deleted_or_added_are_caught,
 );
 
 /// A raw connection to the app's database, as an attacker with file or
@@ -415,5 +416,87 @@ async fn an_outside_tool_recomputes_every_hash_from_the_export(backend: Backend)
         assert_eq!(e["hash"], hash.as_str(), "entry {}", e["sequence"]);
         prev.insert(stockpile, hash);
     }
+    app.stop().await;
+}
+
+/// `ledger_balances` (what `balance?as_of=` reads) must hold one row per
+/// entry with the balance, count and newest sequence as of it. Nd's entries
+/// come in date order (checked as the pages stream); Tb has a back-dated
+/// entry, whose rows are recomputed with window functions.
+async fn ledger_balances_rows_edited_deleted_or_added_are_caught(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_depot("NV1", "1000", "1000").await;
+    for kg in ["1", "2", "3"] {
+        app.acquire("NV1", "Nd", kg).await.expect(201);
+    }
+    app.acquire("NV1", "Tb", "10").await.expect(201);
+    let mut late = movement("NV1", "Tb", "5");
+    late["occurred_at"] = json!((chrono::Utc::now() - chrono::Duration::days(2)).to_rfc3339());
+    app.post_new("/api/v1/acquisitions", &app.operator, &late)
+        .await
+        .expect(201);
+    let (nd, tb) = (
+        stockpile_id(&app, "NV1", "Nd").await,
+        stockpile_id(&app, "NV1", "Tb").await,
+    );
+    assert_eq!(
+        app.verify().await["ok"],
+        true,
+        "untouched, back-dated or not"
+    );
+    let mut conn = raw(&app);
+    let caught = |v: &Value, sequence: i64, stockpile: i64, says: &str| {
+        assert_eq!(v["ok"], false, "{v}");
+        assert_eq!(v["first_problem"]["kind"], "balances_mismatch", "{v}");
+        assert_eq!(v["first_problem"]["sequence"], sequence, "{v}");
+        assert_eq!(v["first_problem"]["stockpile_id"], stockpile, "{v}");
+        assert!(problem(v).contains(says), "{v}");
+    };
+    let edits = [
+        // An edited balance, in date order and behind a back-dated entry.
+        (
+            "UPDATE ledger_balances SET balance_g = balance_g + 1 WHERE sequence = 2",
+            "UPDATE ledger_balances SET balance_g = balance_g - 1 WHERE sequence = 2",
+            2,
+            nd,
+            "as of this entry",
+        ),
+        (
+            "UPDATE ledger_balances SET max_sequence = 4 WHERE sequence = 4",
+            "UPDATE ledger_balances SET max_sequence = 5 WHERE sequence = 4",
+            4,
+            tb,
+            "newest sequence 4",
+        ),
+        (
+            "UPDATE ledger_balances SET entries = 1 WHERE sequence = 3",
+            "UPDATE ledger_balances SET entries = 3 WHERE sequence = 3",
+            3,
+            nd,
+            "1 entries",
+        ),
+    ];
+    for (edit, undo, sequence, stockpile, says) in edits {
+        conn.batch_execute(edit).unwrap();
+        caught(&app.verify().await, sequence, stockpile, says);
+        conn.batch_execute(undo).unwrap();
+        assert_eq!(app.verify().await["ok"], true, "after {undo}");
+    }
+    // A deleted row, then a stray one.
+    conn.batch_execute(
+        "CREATE TABLE saved_row AS SELECT * FROM ledger_balances WHERE sequence = 3;
+         DELETE FROM ledger_balances WHERE sequence = 3",
+    )
+    .unwrap();
+    caught(&app.verify().await, 3, nd, "no row");
+    conn.batch_execute("INSERT INTO ledger_balances SELECT * FROM saved_row")
+        .unwrap();
+    assert_eq!(app.verify().await["ok"], true);
+    conn.batch_execute(&format!(
+        "INSERT INTO ledger_balances (stockpile_id, occurred_at, sequence, balance_g, entries, max_sequence) \
+         VALUES ({nd}, '2020-01-01 00:00:00', 99, 0, 0, 0)"
+    ))
+    .unwrap();
+    caught(&app.verify().await, 99, nd, "6 rows for 5 entries");
     app.stop().await;
 }
