@@ -187,9 +187,16 @@ impl Race {
                 n: i64,
             }
             let mut c = diesel::PgConnection::establish(&url).expect("watcher");
+            // Waiters on the held lock only: blocked by the session `hold`
+            // opened (its batch starts "BEGIN; "; diesel sends BEGIN alone).
+            // Counting every lock wait let a replica's background job,
+            // waiting on the other replica's, pass for the first request.
             diesel::sql_query(
-                "SELECT count(*) AS n FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                "SELECT count(*) AS n FROM pg_stat_activity w \
+                 WHERE w.datname = current_database() AND w.wait_event_type = 'Lock' \
+                   AND EXISTS (SELECT 1 FROM pg_stat_activity h \
+                               WHERE h.pid = ANY (pg_blocking_pids(w.pid)) \
+                                 AND h.query LIKE 'BEGIN; %')",
             )
             .get_result::<Count>(&mut c)
             .expect("pg_stat_activity")
