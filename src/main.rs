@@ -439,6 +439,16 @@ fn load_ledger(settings: &Settings, entries: usize) -> anyhow::Result<()> {
         }
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
+    use diesel::connection::SimpleConnection;
+    // A bulk load ends as an administrator ends one. PostgreSQL: VACUUM
+    // ANALYZE, so the planner knows the new sizes, index-only scans of
+    // `ledger_balances` (as-of balances) skip the heap, and autovacuum does
+    // not start the same work under the first reads. SQLite: the WAL folded
+    // into the file, so readers do not search a WAL of the whole load.
+    match &mut conn {
+        db::DbConn::Postgres(c) => c.batch_execute("VACUUM (ANALYZE)")?,
+        db::DbConn::Sqlite(c) => c.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)")?,
+    }
     if let Some(b) = bar {
         b.finish_and_clear();
     }
