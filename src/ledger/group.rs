@@ -42,6 +42,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -85,6 +86,18 @@ struct Queued {
 #[derive(Debug, Clone)]
 pub struct GroupCommit {
     queue: mpsc::Sender<Queued>,
+    /// Postings on their way to the queue (in `post`, not yet submitted).
+    coming: Arc<AtomicUsize>,
+}
+
+/// One posting counted in `GroupCommit::coming` until it is queued or
+/// answered without a group (a replay, an error).
+pub struct OnTheWay(Arc<AtomicUsize>);
+
+impl Drop for OnTheWay {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for Queued {
@@ -114,11 +127,13 @@ impl GroupCommit {
         let window = Duration::from_micros(settings.window_us);
         let max = settings.max_members.max(1);
         let (queue, incoming) = mpsc::channel();
+        let coming = Arc::new(AtomicUsize::new(0));
+        let watched = coming.clone();
         let spawned = std::thread::Builder::new()
             .name("group-commit".into())
-            .spawn(move || committer.run(incoming, window, max));
+            .spawn(move || committer.run(incoming, &watched, window, max));
         match spawned {
-            Ok(_) => Some(GroupCommit { queue }),
+            Ok(_) => Some(GroupCommit { queue, coming }),
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the group committer; postings commit alone");
                 None
@@ -126,17 +141,25 @@ impl GroupCommit {
         }
     }
 
+    /// Counts a posting as on its way to the queue until the guard is
+    /// dropped: a group waits for it (within the window) rather than close.
+    pub fn on_the_way(&self) -> OnTheWay {
+        self.coming.fetch_add(1, Ordering::SeqCst);
+        OnTheWay(self.coming.clone())
+    }
+
     /// Queues `request` for the next group and waits for its answer, which
-    /// comes after the group's commit.
-    pub async fn submit(&self, request: Request) -> ApiResult<StoredResponse> {
+    /// comes after the group's commit. `way` is released only once the
+    /// request is in the queue, so the committer never sees neither.
+    pub async fn submit(&self, request: Request, way: OnTheWay) -> ApiResult<StoredResponse> {
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Queued {
-                request,
-                arrived: Instant::now(),
-                reply,
-            })
-            .map_err(|_| stopped())?;
+        let sent = self.queue.send(Queued {
+            request,
+            arrived: Instant::now(),
+            reply,
+        });
+        drop(way);
+        sent.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -148,24 +171,15 @@ fn stopped() -> ApiError {
 }
 
 impl Committer {
-    fn run(self, incoming: mpsc::Receiver<Queued>, window: Duration, max: usize) {
+    fn run(
+        self,
+        incoming: mpsc::Receiver<Queued>,
+        coming: &AtomicUsize,
+        window: Duration,
+        max: usize,
+    ) {
         while let Ok(first) = incoming.recv() {
-            // The window runs from the first member's arrival: requests that
-            // queued while the previous group committed go at once.
-            let deadline = first.arrived + window;
-            let mut group = vec![first];
-            while group.len() < max {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let next = if left.is_zero() {
-                    incoming.try_recv().ok()
-                } else {
-                    incoming.recv_timeout(left).ok()
-                };
-                match next {
-                    Some(q) => group.push(q),
-                    None => break,
-                }
-            }
+            let group = gather(first, &incoming, coming, window, max);
             // A panic (a bug) answers this group 503, as a panicking blocking
             // call would, and leaves the committer serving the next one.
             let run = std::panic::AssertUnwindSafe(|| self.run_group(group));
@@ -290,6 +304,41 @@ impl Committer {
             .map(|a| a.unwrap_or_else(|| Err(stopped())))
             .collect()
     }
+}
+
+/// Slice of the window the committer waits before it looks again whether
+/// any posting is still on its way.
+const LOOK_AGAIN: Duration = Duration::from_micros(250);
+
+/// The members of the group `first` opens: everything already queued, then
+/// whatever arrives within the window, which runs from `first`'s arrival
+/// (requests that queued while the previous group committed go at once).
+/// The group closes early when nothing is queued and no posting is on its
+/// way (`coming`): a lone posting pays no window, and under load the group
+/// closes as soon as the postings in flight have joined it.
+fn gather(
+    first: Queued,
+    incoming: &mpsc::Receiver<Queued>,
+    coming: &AtomicUsize,
+    window: Duration,
+    max: usize,
+) -> Vec<Queued> {
+    let deadline = first.arrived + window;
+    let mut group = vec![first];
+    while group.len() < max {
+        if let Ok(q) = incoming.try_recv() {
+            group.push(q);
+            continue;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || coming.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        if let Ok(q) = incoming.recv_timeout(left.min(LOOK_AGAIN)) {
+            group.push(q);
+        }
+    }
+    group
 }
 
 /// The answer of every member of a group that did not commit.
@@ -436,6 +485,7 @@ pub async fn post(
         request.key.clone(),
         request.request_hash.clone(),
     );
+    let way = group.on_the_way();
     // Fast path: a replay needs no group.
     let found = state
         .db(move |c| idempotency::lookup(c, &subject, &key, &hash))
@@ -444,11 +494,96 @@ pub async fn post(
         Some(found) => found,
         None => {
             request.claim = Some(state.in_flight.claim(&request.subject, &request.key)?);
-            group.submit(request).await?
+            group.submit(request, way).await?
         }
     };
     if stored.replayed {
         state.metrics.idempotent_replays.inc();
     }
     Ok(stored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(key: &str) -> Queued {
+        let (reply, _) = oneshot::channel();
+        Queued {
+            request: Request {
+                subject: "s".into(),
+                key: key.into(),
+                request_hash: "h".into(),
+                stockpiles: Vec::new(),
+                work: Box::new(|_| Ok(serde_json::Value::Null)),
+                claim: None,
+            },
+            arrived: Instant::now(),
+            reply,
+        }
+    }
+
+    fn keys(group: &[Queued]) -> Vec<&str> {
+        group.iter().map(|q| q.request.key.as_str()).collect()
+    }
+
+    // The window is a minute: the tests finish long before it unless the
+    // group waits for it, which they would then show by hanging.
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_lone_posting_closes_its_group_at_once() {
+        let (_tx, rx) = mpsc::channel();
+        let coming = AtomicUsize::new(0);
+        let started = Instant::now();
+        let group = gather(queued("a"), &rx, &coming, MINUTE, 64);
+        assert_eq!(keys(&group), ["a"]);
+        assert!(started.elapsed() < MINUTE / 2);
+    }
+
+    #[test]
+    fn postings_already_queued_join_without_a_wait() {
+        let (tx, rx) = mpsc::channel();
+        for k in ["b", "c", "d"] {
+            tx.send(queued(k)).unwrap();
+        }
+        let coming = AtomicUsize::new(0);
+        let group = gather(queued("a"), &rx, &coming, MINUTE, 3);
+        assert_eq!(keys(&group), ["a", "b", "c"], "at most max_members");
+        let group = gather(rx.recv().unwrap(), &rx, &coming, MINUTE, 3);
+        assert_eq!(keys(&group), ["d"]);
+    }
+
+    #[test]
+    fn a_group_waits_for_a_posting_on_its_way_then_closes() {
+        let (tx, rx) = mpsc::channel();
+        let coming = Arc::new(AtomicUsize::new(1));
+        let late = {
+            let coming = coming.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                tx.send(queued("b")).unwrap();
+                coming.fetch_sub(1, Ordering::SeqCst);
+                // The sender stays open: only `coming` can close the group.
+                std::thread::sleep(Duration::from_millis(200));
+                drop(tx);
+            })
+        };
+        let started = Instant::now();
+        let group = gather(queued("a"), &rx, &coming, MINUTE, 64);
+        assert_eq!(keys(&group), ["a", "b"]);
+        assert!(started.elapsed() < MINUTE / 2);
+        late.join().unwrap();
+    }
+
+    #[test]
+    fn the_window_bounds_the_wait_for_a_posting_that_never_comes() {
+        let (_tx, rx) = mpsc::channel();
+        let coming = AtomicUsize::new(1);
+        let window = Duration::from_millis(20);
+        let started = Instant::now();
+        let group = gather(queued("a"), &rx, &coming, window, 64);
+        assert_eq!(keys(&group), ["a"]);
+        assert!(started.elapsed() >= window);
+    }
 }

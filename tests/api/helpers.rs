@@ -169,12 +169,14 @@ pub fn test_settings(url: &str) -> Settings {
     settings
 }
 
-/// `RESERVE_TEST_GROUP_COMMIT=1` runs every app and replica the tests start
-/// with group commit on (a 2 ms window), so the same suites prove it; any
-/// other number is the window in microseconds.
+/// Group commit is on by default (config/default.toml); `RESERVE_TEST_GROUP_COMMIT=0`
+/// runs every app and replica the tests start with it off (each posting
+/// commits alone), so the same suites prove both paths; `1` is a 2 ms window
+/// and any other number the window in microseconds.
 pub fn test_group_commit_window_us() -> Option<u64> {
     match std::env::var("RESERVE_TEST_GROUP_COMMIT").ok()?.as_str() {
-        "" | "0" => None,
+        "" => None,
+        "0" => Some(0),
         "1" => Some(2_000),
         us => us.parse().ok(),
     }

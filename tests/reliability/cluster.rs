@@ -40,11 +40,10 @@ impl Replica {
             .env("RESERVE_AUDIT__SIGNING_KEY", AUDIT_SEED)
             .env("RESERVE_DATABASE__POOL_SIZE", "8")
             .env("RUST_LOG", "warn")
-            .env(
-                "RESERVE_GROUP_COMMIT__WINDOW_US",
+            // The configured default unless RESERVE_TEST_GROUP_COMMIT says.
+            .envs(
                 crate::helpers::test_group_commit_window_us()
-                    .unwrap_or(0)
-                    .to_string(),
+                    .map(|us| ("RESERVE_GROUP_COMMIT__WINDOW_US", us.to_string())),
             )
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
