@@ -90,7 +90,7 @@ fn main() {
         seconds: std::env::var("BENCH_SECONDS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(if smoke { 0.5 } else { 15.0 }),
+            .unwrap_or(if smoke { 0.5 } else { 10.0 }),
         clients: env_or("BENCH_CLIENTS", 32) as usize,
         entries: env_or("BENCH_ENTRIES", if smoke { 3_000 } else { 1_000_000 }) as usize,
         postgres: !helpers::postgres_skipped(),
@@ -896,9 +896,32 @@ async fn group_commit_row(
     row.peak_rss_mib = server.peak_rss_mib();
     if row.note.is_empty() {
         row.note = format!("window {window_us} us");
+        if let Some((groups, members)) = group_counts(&server.base).await {
+            let mean = members / groups.max(1.0);
+            row.note += &format!(", {groups} groups of {mean:.1} postings on average");
+        }
     }
     server.stop();
     row
+}
+
+/// The server's `reserve_group_commit_groups_total` and `…_members_total`.
+async fn group_counts(base: &str) -> Option<(f64, f64)> {
+    let mut reply = awc::Client::default()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?;
+    let body = reply.body().limit(1 << 20).await.ok()?;
+    let text = std::str::from_utf8(&body).ok()?;
+    let value = |name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    Some((
+        value("reserve_group_commit_groups_total")?,
+        value("reserve_group_commit_members_total")?,
+    ))
 }
 
 /// p99 of each read at the current ledger size, under 8 clients; the as-of

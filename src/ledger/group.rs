@@ -1,7 +1,10 @@
 //! Group commit (issue 11, scenario 10): postings that arrive within
 //! `group_commit.window_us` of each other share one database transaction, so
 //! the ledger pays one commit (one WAL flush) and one hold of `ledger_head`
-//! per group rather than per posting. Off when the window is 0.
+//! per group rather than per posting. Off when the window is 0. A group
+//! closes before its window ends once nothing is queued and no posting is on
+//! its way to the queue (`gather`): a lone posting pays no wait, and under
+//! load a group takes what is in flight without sleeping out the window.
 //!
 //! How a group runs, on one committer thread with one pooled connection:
 //! 1. Each request's handler has already done what it does without grouping
