@@ -11,6 +11,7 @@ use std::sync::mpsc;
 
 use diesel::prelude::*;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use super::chain::{StockpileIdentity, GENESIS};
 use super::model::utc_day;
@@ -74,10 +75,74 @@ struct Running {
     head: String,
     balance: i64,
     count: i64,
-    /// The newest `occurred_at` so far, and whether an entry was dated before
-    /// it: then the stockpile's `ledger_balances` rows are checked in SQL.
-    newest: Option<chrono::NaiveDateTime>,
+    /// The newest `occurred_at` so far (as its backend orders it), and whether
+    /// an entry was dated before it: then the stockpile's `ledger_balances`
+    /// rows are checked in SQL.
+    newest: Option<(chrono::NaiveDateTime, u8)>,
     back_dated: bool,
+    /// An `occurred_at` stored in another shape than diesel writes: checked
+    /// in SQL too.
+    odd: bool,
+    /// While the entries come in (occurred_at, sequence) order: the sum of the
+    /// keyed hashes of the `ledger_balances` rows they imply.
+    rows_hash: u128,
+}
+
+/// What `ledger_balances` holds for one stockpile, read once, in storage
+/// order: how many rows, the sum of their keyed hashes, and whether any
+/// `occurred_at` has another shape than diesel writes.
+#[derive(Default)]
+struct StoredRows {
+    rows: i64,
+    hash: u128,
+    odd: bool,
+}
+
+/// A keyed hash of `ledger_balances` rows, summed per stockpile into a
+/// multiset hash: equal sums mean the table holds exactly the rows the
+/// entries imply, without looking each one up (an index probe per entry cost
+/// the PostgreSQL server about 3 µs an entry).
+///
+/// Each row's hash is the first 128 bits of SHA-256 over a 64-byte block (a
+/// tag and 32 bytes from the OS's random source, drawn anew for every
+/// verification and never stored or shown) followed by the row's fixed-length
+/// encoding. Keyed and fresh, so whoever edits rows cannot compute any row's
+/// hash, and so cannot choose edits whose changes cancel out (with a public
+/// hash, a sum of 128-bit hashes falls to a generalised birthday search for
+/// rows that add up alike). Summed modulo 2^128 rather than xored, so a row
+/// present twice does not cancel itself; a row's count is compared as well.
+/// Any other set of rows gives the same sum with probability about 2^-64 at
+/// worst (a row repeated 2^k times moves the sum by a multiple of 2^k). A
+/// stockpile whose sums differ is then checked row by row in SQL, which
+/// names the row; never the other way round.
+struct RowHasher(Sha256);
+
+impl RowHasher {
+    fn new() -> Self {
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(b"reserve-verify-ledger-balances-1");
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut block[32..]);
+        let mut h = Sha256::new();
+        h.update(block);
+        Self(h)
+    }
+
+    /// One row: (stockpile, occurred_at, sequence) is its key, then balance,
+    /// entry count and newest sequence. 53 bytes: one more SHA-256 block.
+    fn row(&self, stockpile_id: i64, at: FastTs, sequence: i64, values: [i64; 3]) -> u128 {
+        let mut m = [0u8; 53];
+        m[0..8].copy_from_slice(&stockpile_id.to_le_bytes());
+        let utc = at.at.and_utc();
+        m[8..16].copy_from_slice(&utc.timestamp().to_le_bytes());
+        m[16..20].copy_from_slice(&utc.timestamp_subsec_nanos().to_le_bytes());
+        m[20] = at.text_len;
+        m[21..29].copy_from_slice(&sequence.to_le_bytes());
+        for (i, v) in values.iter().enumerate() {
+            m[29 + 8 * i..37 + 8 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        let d = self.0.clone().chain_update(m).finalize();
+        u128::from_le_bytes(d[..16].try_into().expect("16 of 32 bytes"))
+    }
 }
 
 /// Entries read per query: memory stays bounded by a few pages (the one being
@@ -90,8 +155,20 @@ pub const PAGE: i64 = 5_000;
 /// the one text format diesel writes (`%F %T%.f`): chrono's general parser
 /// was a fifth of the reading thread's time. Anything else takes diesel's
 /// own parser, so the same values read alike.
-#[derive(diesel::deserialize::FromSqlRow)]
-struct FastTs(chrono::NaiveDateTime);
+#[derive(diesel::deserialize::FromSqlRow, Clone, Copy)]
+struct FastTs {
+    at: chrono::NaiveDateTime,
+    /// What else the backend compares: 0 on PostgreSQL (a binary value);
+    /// on SQLite the length of the text in diesel's format, since SQLite
+    /// compares the text (`…:48` and `…:48.0` differ there): among such texts
+    /// (at, text_len) identifies one text and orders as the texts do (the
+    /// longer of two equal instants has trailing zeros). [`ODD`] for any other
+    /// shape, whose stockpile is then checked in SQL.
+    text_len: u8,
+}
+
+/// `FastTs::text_len` of a value not in diesel's text format.
+const ODD: u8 = u8::MAX;
 
 type Multi = <DbConn as diesel::Connection>::Backend;
 
@@ -111,7 +188,7 @@ impl diesel::deserialize::FromSql<diesel::sql_types::Timestamp, diesel::pg::Pg> 
             diesel::sql_types::Timestamp,
             diesel::pg::Pg,
         >>::from_sql(bytes)
-        .map(FastTs)
+        .map(|at| FastTs { at, text_len: 0 })
     }
 }
 
@@ -120,15 +197,19 @@ impl diesel::deserialize::FromSql<diesel::sql_types::Timestamp, diesel::sqlite::
         mut value: <diesel::sqlite::Sqlite as diesel::backend::Backend>::RawValue<'_>,
     ) -> diesel::deserialize::Result<Self> {
         if value.value_type() == Some(diesel::sqlite::SqliteType::Text) {
-            if let Some(t) = parse_sqlite_timestamp(value.read_text()) {
-                return Ok(FastTs(t));
+            let text = value.read_text();
+            if let Some(at) = parse_sqlite_timestamp(text) {
+                return Ok(FastTs {
+                    at,
+                    text_len: text.len() as u8,
+                });
             }
         }
         <chrono::NaiveDateTime as diesel::deserialize::FromSql<
             diesel::sql_types::Timestamp,
             diesel::sqlite::Sqlite,
         >>::from_sql(value)
-        .map(FastTs)
+        .map(|at| FastTs { at, text_len: ODD })
     }
 }
 
@@ -190,8 +271,8 @@ impl From<PageEntry> for EntryRow {
             kind: e.kind,
             quantity_g: e.quantity_g,
             balance_after_g: e.balance_after_g,
-            occurred_at: e.occurred_at.0,
-            recorded_at: e.recorded_at.0,
+            occurred_at: e.occurred_at.at,
+            recorded_at: e.recorded_at.at,
             actor: e.actor,
             reference: e.reference,
             counterparty: e.counterparty,
@@ -208,59 +289,150 @@ impl From<PageEntry> for EntryRow {
     }
 }
 
-/// An entry with its `ledger_balances` row (balance, entries, max sequence).
-type PageRow = (PageEntry, Option<(i64, i64, i64)>);
+/// A `ledger_balances` row.
+#[derive(Queryable, QueryableByName)]
+struct BalanceRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    stockpile_id: i64,
+    #[diesel(sql_type = diesel::sql_types::Timestamp)]
+    occurred_at: FastTs,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    sequence: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    balance_g: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    entries: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    max_sequence: i64,
+}
+
+/// What the reader hands over: a page of entries in sequence order (an empty
+/// one after the last), then `ledger_balances` in pages, in storage order.
+enum Page {
+    Entries(Vec<PageEntry>),
+    Balances(Vec<BalanceRow>),
+}
+
+type PageSender = mpsc::SyncSender<QueryResult<Page>>;
 
 /// Reads the ledger in pages on the caller's connection (so in its snapshot)
 /// and hands them over until the receiver hangs up.
-fn read_pages(conn: &mut DbConn, tx: mpsc::SyncSender<QueryResult<Vec<PageRow>>>) {
+fn read_pages(conn: &mut DbConn, tx: PageSender) {
     let mut after = 0i64;
     loop {
         let page = le::table
-            .left_join(
-                lb::table.on(lb::stockpile_id
-                    .eq(le::stockpile_id)
-                    .and(lb::occurred_at.eq(le::occurred_at))
-                    .and(lb::sequence.eq(le::sequence))),
-            )
             .filter(le::sequence.gt(after))
             .order(le::sequence.asc())
             .limit(PAGE)
             .select((
-                (
-                    le::sequence,
-                    le::stockpile_id,
-                    le::kind,
-                    le::quantity_g,
-                    le::balance_after_g,
-                    le::occurred_at,
-                    le::recorded_at,
-                    le::actor,
-                    le::reference,
-                    le::counterparty,
-                    le::origin_country,
-                    le::unit_price_micros,
-                    le::currency,
-                    le::note,
-                    le::idempotency_key,
-                    le::movement_id,
-                    le::order_id,
-                    le::prev_hash,
-                    le::hash,
-                ),
-                (lb::balance_g, lb::entries, lb::max_sequence).nullable(),
+                le::sequence,
+                le::stockpile_id,
+                le::kind,
+                le::quantity_g,
+                le::balance_after_g,
+                le::occurred_at,
+                le::recorded_at,
+                le::actor,
+                le::reference,
+                le::counterparty,
+                le::origin_country,
+                le::unit_price_micros,
+                le::currency,
+                le::note,
+                le::idempotency_key,
+                le::movement_id,
+                le::order_id,
+                le::prev_hash,
+                le::hash,
             ))
-            .load::<PageRow>(conn);
+            .load::<PageEntry>(conn);
         let last = match &page {
-            Ok(rows) => rows.last().map(|(e, _)| e.sequence),
+            Ok(rows) => rows.last().map(|e| e.sequence),
             Err(_) => None,
         };
-        if tx.send(page).is_err() {
+        let failed = page.is_err();
+        if tx.send(page.map(Page::Entries)).is_err() || failed {
             return;
         }
         match last {
             Some(s) => after = s,
-            None => return,
+            None => break,
+        }
+    }
+    read_balances(conn, &tx);
+}
+
+/// Reads `ledger_balances` once, sequentially, in pages: on SQLite one
+/// statement stepped as the pages are handed over (a scan in rowid order), on
+/// PostgreSQL a cursor over a sequential scan, fetched a page at a time.
+fn read_balances(conn: &mut DbConn, tx: &PageSender) {
+    let page_len = PAGE as usize;
+    match conn {
+        DbConn::Sqlite(c) => {
+            use diesel::connection::DefaultLoadingMode;
+            let rows = lb::table
+                .select((
+                    lb::stockpile_id,
+                    lb::occurred_at,
+                    lb::sequence,
+                    lb::balance_g,
+                    lb::entries,
+                    lb::max_sequence,
+                ))
+                .load_iter::<BalanceRow, DefaultLoadingMode>(c);
+            let rows = match rows {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut page = Vec::with_capacity(page_len);
+            for row in rows {
+                match row {
+                    Ok(row) => page.push(row),
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+                if page.len() == page_len {
+                    let full = std::mem::replace(&mut page, Vec::with_capacity(page_len));
+                    if tx.send(Ok(Page::Balances(full))).is_err() {
+                        return;
+                    }
+                }
+            }
+            if !page.is_empty() {
+                let _ = tx.send(Ok(Page::Balances(page)));
+            }
+        }
+        DbConn::Postgres(c) => {
+            use diesel::connection::SimpleConnection;
+            if let Err(e) = c.batch_execute(
+                "DECLARE verify_balances NO SCROLL CURSOR FOR
+                 SELECT stockpile_id, occurred_at, sequence, balance_g, entries, max_sequence
+                 FROM ledger_balances",
+            ) {
+                let _ = tx.send(Err(e));
+                return;
+            }
+            let fetch = format!("FETCH FORWARD {PAGE} FROM verify_balances");
+            loop {
+                let page = diesel::sql_query(&fetch).load::<BalanceRow>(c);
+                let done = page.as_ref().map(Vec::is_empty).unwrap_or(true);
+                if done {
+                    if page.is_err() {
+                        let _ = tx.send(page.map(Page::Balances));
+                    }
+                    break;
+                }
+                if tx.send(page.map(Page::Balances)).is_err() {
+                    break;
+                }
+            }
+            // The cursor would otherwise last as long as the transaction.
+            let _ = c.batch_execute("CLOSE verify_balances");
         }
     }
 }
@@ -372,18 +544,62 @@ fn check_entry(
     Ok(())
 }
 
-/// Whether the entry's `ledger_balances` row can be told right here. An entry
-/// dated at or after every earlier one of its stockpile is last in its
+/// Adds the entry's `ledger_balances` row to its stockpile's expected rows,
+/// when it can be told right here (after `check_entry` advanced `r`). An
+/// entry dated at or after every earlier one of its stockpile is last in its
 /// (occurred_at, sequence) order, so its row must hold its running balance,
 /// count and own sequence, unless a later entry is back-dated before it;
-/// such stockpiles (and any row that differs) go to `check_balances`.
-fn balances_row_in_order(e: &EntryRow, stored: Option<(i64, i64, i64)>, r: &mut Running) -> bool {
-    if r.newest.is_some_and(|n| e.occurred_at < n) {
+/// such stockpiles (and odd timestamps) go to `check_balances`'s SQL.
+fn expect_balances_row(e: &EntryRow, at: FastTs, r: &mut Running, hasher: &RowHasher) {
+    r.odd |= at.text_len == ODD;
+    let key = (at.at, at.text_len);
+    if r.newest.is_some_and(|n| key < n) {
         r.back_dated = true;
     } else {
-        r.newest = Some(e.occurred_at);
+        r.newest = Some(key);
     }
-    stored == Some((r.balance, r.count, e.sequence))
+    if !r.back_dated && !r.odd {
+        let row = hasher.row(e.stockpile_id, at, e.sequence, [r.balance, r.count, e.sequence]);
+        r.rows_hash = r.rows_hash.wrapping_add(row);
+    }
+}
+
+/// `ledger_balances` against the entries, by stockpile, before the SQL.
+struct BalancesCheck {
+    /// Stockpiles to check row by row in SQL: back-dated entries, odd
+    /// timestamps, or rows that differ from what the entries imply.
+    suspect: BTreeSet<i64>,
+    /// Of those, the ones whose rows were seen to differ (their count or
+    /// hash sum): one must be named even if the SQL names no row.
+    differ: BTreeSet<i64>,
+    /// Rows read.
+    rows: i64,
+}
+
+fn compare_balances(
+    running: &BTreeMap<i64, Running>,
+    stored: &BTreeMap<i64, StoredRows>,
+) -> BalancesCheck {
+    let none = StoredRows::default();
+    let mut check = BalancesCheck {
+        suspect: BTreeSet::new(),
+        differ: BTreeSet::new(),
+        rows: stored.values().map(|s| s.rows).sum(),
+    };
+    for (id, r) in running {
+        let s = stored.get(id).unwrap_or(&none);
+        if r.back_dated || r.odd || s.odd {
+            check.suspect.insert(*id);
+        } else if s.rows != r.count || s.hash != r.rows_hash {
+            check.suspect.insert(*id);
+            check.differ.insert(*id);
+        }
+    }
+    // Rows of a stockpile without entries: the count names them, or this.
+    for id in stored.keys().filter(|id| !running.contains_key(id)) {
+        check.differ.insert(*id);
+    }
+    check
 }
 
 /// The latest checkpoint, checked on its own, with its heads by stockpile.
@@ -468,8 +684,10 @@ pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiRes
     let mut verified_through = 0i64;
     let mut checked = 0i64;
     let mut first_problem: Option<Finding> = None;
-    // Stockpiles whose `ledger_balances` rows need the SQL check.
-    let mut suspect: BTreeSet<i64> = BTreeSet::new();
+    // `ledger_balances` as read, by stockpile, and the key its rows are
+    // hashed with.
+    let mut stored: BTreeMap<i64, StoredRows> = BTreeMap::new();
+    let hasher = RowHasher::new();
     let mut buf = Vec::with_capacity(512);
     // A second thread reads the next page (same connection, same snapshot)
     // while this one hashes the current one; the channel holds one page.
@@ -479,11 +697,25 @@ pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiRes
         let rx = rx;
         let reader = scope.spawn(|| read_pages(conn, tx));
         for page in &rx {
-            let rows = page?;
-            if rows.is_empty() {
-                break;
-            }
-            for (e, stored) in rows {
+            let rows = match page? {
+                Page::Entries(rows) => rows,
+                Page::Balances(rows) => {
+                    for b in rows {
+                        let s = stored.entry(b.stockpile_id).or_default();
+                        s.rows += 1;
+                        s.odd |= b.occurred_at.text_len == ODD;
+                        s.hash = s.hash.wrapping_add(hasher.row(
+                            b.stockpile_id,
+                            b.occurred_at,
+                            b.sequence,
+                            [b.balance_g, b.entries, b.max_sequence],
+                        ));
+                    }
+                    continue;
+                }
+            };
+            for e in rows {
+                let occurred = e.occurred_at;
                 let mut e = EntryRow::from(e);
                 checked += 1;
                 let stockpile = identities.get(&e.stockpile_id);
@@ -517,9 +749,7 @@ pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiRes
                 }
                 // check_entry made the stockpile's running state.
                 if let Some(r) = running.get_mut(&e.stockpile_id) {
-                    if !balances_row_in_order(&e, stored, r) {
-                        suspect.insert(e.stockpile_id);
-                    }
+                    expect_balances_row(&e, occurred, r, &hasher);
                     r.head = std::mem::take(&mut e.hash);
                 }
             }
@@ -535,12 +765,7 @@ pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiRes
         reader.join().expect("the ledger reader panicked");
         Ok(())
     })?;
-    suspect.extend(
-        running
-            .iter()
-            .filter(|(_, r)| r.back_dated)
-            .map(|(id, _)| *id),
-    );
+    let balances = compare_balances(&running, &stored);
     // A stockpile whose chain ends before the head the checkpoint signed lost
     // its newest entries: the chain alone cannot show that.
     if first_problem.is_none() {
@@ -683,7 +908,7 @@ pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiRes
         first_problem = check_period_locks(conn)?;
     }
     if first_problem.is_none() {
-        first_problem = check_balances(conn, &suspect, checked)?;
+        first_problem = check_balances(conn, &balances, checked)?;
     }
     Ok(VerifyReport {
         ok: first_problem.is_none(),
@@ -845,15 +1070,18 @@ struct BalancesMismatch {
 
 /// `ledger_balances` holds one row per entry with its stockpile's balance,
 /// entry count and newest sequence as of that entry in (occurred_at,
-/// sequence) order. The page loop checked every row of the stockpiles whose
-/// entries came in that order; the rest (`suspect`: back-dated entries, or a
-/// row that differed) are recomputed here with window functions on the
-/// server. A row no entry has is found by counting: each entry has its row.
+/// sequence) order. The page loop compared the rows of the stockpiles whose
+/// entries came in that order with what the entries imply, as keyed hash
+/// sums ([`RowHasher`]); the rest (`suspect`: back-dated entries, odd
+/// timestamps, or rows that differ) are recomputed here with window
+/// functions on the server, which names the first bad row. A row no entry
+/// has is found by counting: each entry has its row.
 fn check_balances(
     conn: &mut DbConn,
-    suspect: &BTreeSet<i64>,
+    check: &BalancesCheck,
     entries: i64,
 ) -> ApiResult<Option<Finding>> {
+    let suspect = &check.suspect;
     let finding = |sequence, stockpile_id, problem| Finding {
         kind: "balances_mismatch",
         sequence,
@@ -902,7 +1130,7 @@ fn check_balances(
             )));
         }
     }
-    let rows: i64 = lb::table.count().get_result(conn)?;
+    let rows = check.rows;
     if rows != entries {
         // Every entry has its row, so the extra rows match none.
         let stray: Option<StrayRow> = diesel::sql_query(
@@ -919,6 +1147,16 @@ fn check_balances(
             format!(
                 "ledger_balances holds {rows} rows for {entries} entries; the first row of no entry is named"
             ),
+        )));
+    }
+    // Every entry has its own row and no row is stray, so the rows are the
+    // ones the entries imply and their sums cannot differ; if they do anyway,
+    // say so rather than pass.
+    if let Some(id) = check.differ.iter().next() {
+        return Ok(Some(finding(
+            None,
+            Some(*id),
+            "the stockpile's ledger_balances rows differ from what its entries imply (their keyed hash sums differ), though no single row could be named".into(),
         )));
     }
     Ok(None)
@@ -961,5 +1199,52 @@ mod tests {
         ] {
             assert_eq!(parse_sqlite_timestamp(text), None, "{text}");
         }
+    }
+
+    /// SQLite compares the texts; (instant, text length) must order and tell
+    /// them apart exactly as it does.
+    #[test]
+    fn instant_and_text_length_order_as_sqlite_compares_the_texts() {
+        let texts = [
+            "2026-11-29 19:35:48.5",
+            "2026-11-29 19:35:48",
+            "2026-11-29 19:35:48.10",
+            "2026-11-29 19:35:49",
+            "2026-11-29 19:35:48.0",
+            "2026-11-29 19:35:48.000001",
+            "2026-11-29 19:35:48.1",
+            "2026-11-29 19:35:48.123",
+            "2026-11-29 19:35:48.000",
+            "2026-11-28 23:59:59.999999999",
+        ];
+        let key = |t: &str| (parse_sqlite_timestamp(t).unwrap(), t.len() as u8);
+        for a in texts {
+            for b in texts {
+                assert_eq!(a.cmp(b), key(a).cmp(&key(b)), "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn row_hashes_sum_in_any_order_and_are_keyed_afresh() {
+        let at = FastTs {
+            at: parse_sqlite_timestamp("2026-11-29 19:35:48.243413").unwrap(),
+            text_len: 26,
+        };
+        let h = RowHasher::new();
+        let (a, b) = (h.row(1, at, 1, [10, 1, 1]), h.row(1, at, 2, [30, 2, 2]));
+        assert_eq!(a.wrapping_add(b), b.wrapping_add(a));
+        assert_ne!(a.wrapping_add(a), 0, "a row twice does not cancel out");
+        assert_ne!(a, h.row(1, at, 1, [10, 1, 2]));
+        assert_ne!(a, h.row(2, at, 1, [10, 1, 1]));
+        let longer = FastTs { text_len: 27, ..at };
+        assert_ne!(a, h.row(1, longer, 1, [10, 1, 1]), "another text");
+        // Swapping two rows' balances changes the sum.
+        assert_ne!(
+            a.wrapping_add(b),
+            h.row(1, at, 1, [30, 1, 1])
+                .wrapping_add(h.row(1, at, 2, [10, 2, 2]))
+        );
+        assert_ne!(a, RowHasher::new().row(1, at, 1, [10, 1, 1]), "a new key");
     }
 }

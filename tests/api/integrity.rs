@@ -498,5 +498,33 @@ async fn ledger_balances_rows_edited_deleted_or_added_are_caught(backend: Backen
     ))
     .unwrap();
     caught(&app.verify().await, 99, nd, "6 rows for 5 entries");
+    conn.batch_execute("DELETE FROM ledger_balances WHERE sequence = 99")
+        .unwrap();
+    assert_eq!(app.verify().await["ok"], true);
+    // Edits that keep the row count and the sum of the balances: two rows'
+    // balances swapped, then a row moved to another stockpile.
+    conn.batch_execute(
+        "CREATE TABLE swap AS SELECT sequence, balance_g FROM ledger_balances WHERE sequence IN (1, 2);
+         UPDATE ledger_balances SET balance_g = (SELECT s.balance_g FROM swap s
+           WHERE s.sequence = 3 - ledger_balances.sequence) WHERE sequence IN (1, 2)",
+    )
+    .unwrap();
+    caught(&app.verify().await, 1, nd, "as of this entry");
+    conn.batch_execute(
+        "UPDATE ledger_balances SET balance_g = (SELECT s.balance_g FROM swap s
+           WHERE s.sequence = ledger_balances.sequence) WHERE sequence IN (1, 2)",
+    )
+    .unwrap();
+    assert_eq!(app.verify().await["ok"], true);
+    conn.batch_execute(&format!(
+        "UPDATE ledger_balances SET stockpile_id = {tb} WHERE sequence = 3"
+    ))
+    .unwrap();
+    caught(&app.verify().await, 3, nd, "no row");
+    conn.batch_execute(&format!(
+        "UPDATE ledger_balances SET stockpile_id = {nd} WHERE sequence = 3"
+    ))
+    .unwrap();
+    assert_eq!(app.verify().await["ok"], true);
     app.stop().await;
 }
