@@ -6,6 +6,7 @@
 //! `ledger_balances` holds each entry's balance as of itself. Names the first
 //! bad entry.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc;
 
@@ -13,9 +14,8 @@ use diesel::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::chain::{StockpileIdentity, GENESIS};
+use super::chain::{ChainedFields, StockpileIdentity, GENESIS};
 use super::model::utc_day;
-use super::repo::EntryRow;
 use crate::db::schema::{
     depot_history, depots, ledger_balances as lb, ledger_entries as le, ledger_head, stockpiles,
 };
@@ -239,52 +239,176 @@ fn parse_sqlite_timestamp(text: &str) -> Option<chrono::NaiveDateTime> {
     )
 }
 
-/// A `ledger_entries` row as the pages read it.
+thread_local! {
+    /// The text columns of the page being read, one after another: a page's
+    /// rows hold spans of it ([`Text`]), so reading a row allocates nothing
+    /// (a `String` per text column was a quarter of the reader's time, and
+    /// freeing them on the other thread contended for the allocator).
+    static PAGE_TEXT: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// A text column of a page: a span of the page's text (`PAGE_TEXT` while it
+/// is read, then [`Page::Entries`]'s `String`).
+#[derive(diesel::deserialize::FromSqlRow, Clone, Copy)]
+struct Text {
+    start: usize,
+    len: usize,
+}
+
+impl Text {
+    fn push(s: &str) -> Self {
+        PAGE_TEXT.with(|text| {
+            let mut text = text.borrow_mut();
+            let start = text.len();
+            text.push_str(s);
+            Text {
+                start,
+                len: s.len(),
+            }
+        })
+    }
+
+    fn of(self, text: &str) -> &str {
+        &text[self.start..self.start + self.len]
+    }
+
+    /// Forgets any text left from a page that failed to load.
+    fn clear_page() {
+        PAGE_TEXT.with(|text| text.borrow_mut().clear());
+    }
+
+    /// The text read since the last call, leaving room for as much again.
+    fn take_page() -> String {
+        PAGE_TEXT.with(|text| {
+            let mut text = text.borrow_mut();
+            let next = String::with_capacity(text.len());
+            std::mem::replace(&mut *text, next)
+        })
+    }
+}
+
+impl diesel::deserialize::FromSql<diesel::sql_types::Text, Multi> for Text {
+    fn from_sql(
+        bytes: <Multi as diesel::backend::Backend>::RawValue<'_>,
+    ) -> diesel::deserialize::Result<Self> {
+        bytes.from_sql::<Self, diesel::sql_types::Text>()
+    }
+}
+
+impl diesel::deserialize::FromSql<diesel::sql_types::Text, diesel::pg::Pg> for Text {
+    fn from_sql(
+        value: <diesel::pg::Pg as diesel::backend::Backend>::RawValue<'_>,
+    ) -> diesel::deserialize::Result<Self> {
+        // As diesel reads a `String`: UTF-8, checked.
+        Ok(Text::push(std::str::from_utf8(value.as_bytes())?))
+    }
+}
+
+impl diesel::deserialize::FromSql<diesel::sql_types::Text, diesel::sqlite::Sqlite> for Text {
+    fn from_sql(
+        mut value: <diesel::sqlite::Sqlite as diesel::backend::Backend>::RawValue<'_>,
+    ) -> diesel::deserialize::Result<Self> {
+        // As diesel reads a `String`.
+        Ok(Text::push(value.read_text()))
+    }
+}
+
+/// A `ledger_entries` row as the pages read it; its text is the page's.
 #[derive(Queryable)]
 struct PageEntry {
     sequence: i64,
     stockpile_id: i64,
-    kind: String,
+    kind: Text,
     quantity_g: i64,
     balance_after_g: i64,
     occurred_at: FastTs,
     recorded_at: FastTs,
-    actor: String,
-    reference: Option<String>,
-    counterparty: Option<String>,
-    origin_country: Option<String>,
+    actor: Text,
+    reference: Option<Text>,
+    counterparty: Option<Text>,
+    origin_country: Option<Text>,
     unit_price_micros: Option<i64>,
-    currency: Option<String>,
-    note: Option<String>,
-    idempotency_key: String,
-    movement_id: String,
+    currency: Option<Text>,
+    note: Option<Text>,
+    idempotency_key: Text,
+    movement_id: Text,
     order_id: Option<i64>,
-    prev_hash: String,
-    hash: String,
+    prev_hash: Text,
+    hash: Text,
 }
 
-impl From<PageEntry> for EntryRow {
-    fn from(e: PageEntry) -> Self {
-        EntryRow {
-            sequence: e.sequence,
-            stockpile_id: e.stockpile_id,
-            kind: e.kind,
-            quantity_g: e.quantity_g,
-            balance_after_g: e.balance_after_g,
-            occurred_at: e.occurred_at.at,
-            recorded_at: e.recorded_at.at,
-            actor: e.actor,
-            reference: e.reference,
-            counterparty: e.counterparty,
-            origin_country: e.origin_country,
-            unit_price_micros: e.unit_price_micros,
-            currency: e.currency,
-            note: e.note,
-            idempotency_key: e.idempotency_key,
-            movement_id: e.movement_id,
-            order_id: e.order_id,
-            prev_hash: e.prev_hash,
-            hash: e.hash,
+/// An entry as checked: a [`PageEntry`] with its page's text.
+struct Entry<'a> {
+    sequence: i64,
+    stockpile_id: i64,
+    kind: &'a str,
+    quantity_g: i64,
+    balance_after_g: i64,
+    occurred_at: chrono::NaiveDateTime,
+    recorded_at: chrono::NaiveDateTime,
+    actor: &'a str,
+    reference: Option<&'a str>,
+    counterparty: Option<&'a str>,
+    origin_country: Option<&'a str>,
+    unit_price_micros: Option<i64>,
+    currency: Option<&'a str>,
+    note: Option<&'a str>,
+    idempotency_key: &'a str,
+    movement_id: &'a str,
+    order_id: Option<i64>,
+    prev_hash: &'a str,
+    hash: &'a str,
+}
+
+impl PageEntry {
+    fn with<'a>(&self, text: &'a str) -> Entry<'a> {
+        let opt = |t: Option<Text>| t.map(|t| t.of(text));
+        Entry {
+            sequence: self.sequence,
+            stockpile_id: self.stockpile_id,
+            kind: self.kind.of(text),
+            quantity_g: self.quantity_g,
+            balance_after_g: self.balance_after_g,
+            occurred_at: self.occurred_at.at,
+            recorded_at: self.recorded_at.at,
+            actor: self.actor.of(text),
+            reference: opt(self.reference),
+            counterparty: opt(self.counterparty),
+            origin_country: opt(self.origin_country),
+            unit_price_micros: self.unit_price_micros,
+            currency: opt(self.currency),
+            note: opt(self.note),
+            idempotency_key: self.idempotency_key.of(text),
+            movement_id: self.movement_id.of(text),
+            order_id: self.order_id,
+            prev_hash: self.prev_hash.of(text),
+            hash: self.hash.of(text),
+        }
+    }
+}
+
+impl<'a> Entry<'a> {
+    /// The fields the hash commits to, as `EntryRow::chained` gives them.
+    fn chained(&self, identity: StockpileIdentity<'a>) -> ChainedFields<'a> {
+        ChainedFields {
+            sequence: self.sequence,
+            stockpile_id: self.stockpile_id,
+            identity,
+            kind: self.kind,
+            quantity_g: self.quantity_g,
+            balance_after_g: self.balance_after_g,
+            occurred_at_micros: self.occurred_at.and_utc().timestamp_micros(),
+            recorded_at_micros: self.recorded_at.and_utc().timestamp_micros(),
+            actor: self.actor,
+            reference: self.reference,
+            counterparty: self.counterparty,
+            origin_country: self.origin_country,
+            unit_price_micros: self.unit_price_micros,
+            currency: self.currency,
+            note: self.note,
+            idempotency_key: self.idempotency_key,
+            movement_id: self.movement_id,
+            order_id: self.order_id,
         }
     }
 }
@@ -309,7 +433,8 @@ struct BalanceRow {
 /// What the reader hands over: a page of entries in sequence order (an empty
 /// one after the last), then `ledger_balances` in pages, in storage order.
 enum Page {
-    Entries(Vec<PageEntry>),
+    /// The rows, and the text their `Text` columns are spans of.
+    Entries(Vec<PageEntry>, String),
     Balances(Vec<BalanceRow>),
 }
 
@@ -320,6 +445,7 @@ type PageSender = mpsc::SyncSender<QueryResult<Page>>;
 fn read_pages(conn: &mut DbConn, tx: PageSender) {
     let mut after = 0i64;
     loop {
+        Text::clear_page();
         let page = le::table
             .filter(le::sequence.gt(after))
             .order(le::sequence.asc())
@@ -351,7 +477,8 @@ fn read_pages(conn: &mut DbConn, tx: PageSender) {
             Err(_) => None,
         };
         let failed = page.is_err();
-        if tx.send(page.map(Page::Entries)).is_err() || failed {
+        let page = page.map(|rows| Page::Entries(rows, Text::take_page()));
+        if tx.send(page).is_err() || failed {
             return;
         }
         match last {
@@ -476,7 +603,7 @@ struct DayOutflow {
 
 /// Checks one entry against its stockpile's running state and advances it.
 fn check_entry(
-    e: &EntryRow,
+    e: &Entry<'_>,
     expected_sequence: i64,
     stockpile: Option<&StockpileRow>,
     running: &mut BTreeMap<i64, Running>,
@@ -550,7 +677,7 @@ fn check_entry(
 /// (occurred_at, sequence) order, so its row must hold its running balance,
 /// count and own sequence, unless a later entry is back-dated before it;
 /// such stockpiles (and odd timestamps) go to `check_balances`'s SQL.
-fn expect_balances_row(e: &EntryRow, at: FastTs, r: &mut Running, hasher: &RowHasher) {
+fn expect_balances_row(e: &Entry<'_>, at: FastTs, r: &mut Running, hasher: &RowHasher) {
     r.odd |= at.text_len == ODD;
     let key = (at.at, at.text_len);
     if r.newest.is_some_and(|n| key < n) {
@@ -697,8 +824,8 @@ pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiRes
         let rx = rx;
         let reader = scope.spawn(|| read_pages(conn, tx));
         for page in &rx {
-            let rows = match page? {
-                Page::Entries(rows) => rows,
+            let (rows, text) = match page? {
+                Page::Entries(rows, text) => (rows, text),
                 Page::Balances(rows) => {
                     for b in rows {
                         let s = stored.entry(b.stockpile_id).or_default();
@@ -714,9 +841,9 @@ pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiRes
                     continue;
                 }
             };
-            for e in rows {
-                let occurred = e.occurred_at;
-                let mut e = EntryRow::from(e);
+            for row in &rows {
+                let occurred = row.occurred_at;
+                let e = row.with(&text);
                 checked += 1;
                 let stockpile = identities.get(&e.stockpile_id);
                 let checked_entry =
@@ -736,7 +863,7 @@ pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiRes
                     break;
                 }
                 verified_through = e.sequence;
-                if let Some(sp) = stockpile.filter(|_| is_outflow(&e.kind)) {
+                if let Some(sp) = stockpile.filter(|_| is_outflow(e.kind)) {
                     let day = types::to_db(utc_day(types::from_db(e.occurred_at)).0);
                     let d = outflows.entry((sp.depot_id, day)).or_insert(DayOutflow {
                         shipped_g: 0,
@@ -750,7 +877,8 @@ pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiRes
                 // check_entry made the stockpile's running state.
                 if let Some(r) = running.get_mut(&e.stockpile_id) {
                     expect_balances_row(&e, occurred, r, &hasher);
-                    r.head = std::mem::take(&mut e.hash);
+                    r.head.clear();
+                    r.head.push_str(e.hash);
                 }
             }
             if first_problem.is_some() {
@@ -923,7 +1051,7 @@ pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiRes
 
 /// The entry at a checkpointed head must be the one the checkpoint signed.
 fn check_against_anchor(
-    e: &EntryRow,
+    e: &Entry<'_>,
     anchor: &Anchor,
     running: &BTreeMap<i64, Running>,
 ) -> Result<(), (&'static str, String)> {
