@@ -62,12 +62,15 @@ pub struct CheckpointStatus {
 }
 
 /// How to verify: the key checkpoints must be signed with (when the caller
-/// has one), and a callback told `(entries checked, entries posted)` after
-/// every page.
+/// has one), a callback told `(entries checked, entries posted)` after
+/// every page, and the database the connection is to: given one (not an
+/// in-memory SQLite), `verify_with` opens a second connection that sees
+/// the same snapshot and reads every other page on a third thread.
 #[derive(Default)]
 pub struct VerifyOptions<'a> {
     pub trusted_key: Option<String>,
     pub progress: Option<&'a mut dyn FnMut(i64, i64)>,
+    pub second_reader: Option<crate::db::DatabaseUrl>,
 }
 
 #[derive(Default)]
@@ -150,6 +153,12 @@ impl RowHasher {
 /// one running head per stockpile and one total per depot and day), however
 /// long the ledger.
 pub const PAGE: i64 = 5_000;
+
+/// Entries per page when two connections read (every other page each): half
+/// a page, so the five pages then in flight (one being read and one waiting
+/// on each connection, one being checked) hold no more than the three of one
+/// reader.
+const HALF_PAGE: i64 = PAGE / 2;
 
 /// A timestamp read as `NaiveDateTime`, but on SQLite with a fast path for
 /// the one text format diesel writes (`%F %T%.f`): chrono's general parser
@@ -272,18 +281,9 @@ impl Text {
         &text[self.start..self.start + self.len]
     }
 
-    /// Forgets any text left from a page that failed to load.
-    fn clear_page() {
-        PAGE_TEXT.with(|text| text.borrow_mut().clear());
-    }
-
-    /// The text read since the last call, leaving room for as much again.
+    /// The page's text.
     fn take_page() -> String {
-        PAGE_TEXT.with(|text| {
-            let mut text = text.borrow_mut();
-            let next = String::with_capacity(text.len());
-            std::mem::replace(&mut *text, next)
-        })
+        PAGE_TEXT.with(|text| std::mem::take(&mut *text.borrow_mut()))
     }
 }
 
@@ -440,44 +440,73 @@ enum Page {
 
 type PageSender = mpsc::SyncSender<QueryResult<Page>>;
 
+/// An entries page's rows and text, handed back to be filled again.
+type Buffers = (Vec<PageEntry>, String);
+
+/// The entries with `after < sequence <= through`, at most a page of them.
+/// Reads into a page the checker handed back when there is one, so the
+/// buffers in use stay the same few however long the ledger.
+fn load_entries(
+    conn: &mut DbConn,
+    after: i64,
+    through: i64,
+    spare: &mpsc::Receiver<Buffers>,
+) -> QueryResult<Page> {
+    use diesel::connection::DefaultLoadingMode;
+    let (mut rows, text) = spare
+        .try_recv()
+        .unwrap_or_else(|_| (Vec::with_capacity(PAGE as usize), String::new()));
+    rows.clear();
+    PAGE_TEXT.with(|t| {
+        let mut t = t.borrow_mut();
+        *t = text;
+        t.clear();
+    });
+    let found = le::table
+        .filter(le::sequence.gt(after))
+        .filter(le::sequence.le(through))
+        .order(le::sequence.asc())
+        .limit(PAGE)
+        .select((
+            le::sequence,
+            le::stockpile_id,
+            le::kind,
+            le::quantity_g,
+            le::balance_after_g,
+            le::occurred_at,
+            le::recorded_at,
+            le::actor,
+            le::reference,
+            le::counterparty,
+            le::origin_country,
+            le::unit_price_micros,
+            le::currency,
+            le::note,
+            le::idempotency_key,
+            le::movement_id,
+            le::order_id,
+            le::prev_hash,
+            le::hash,
+        ))
+        .load_iter::<PageEntry, DefaultLoadingMode>(conn)?;
+    for row in found {
+        rows.push(row?);
+    }
+    Ok(Page::Entries(rows, Text::take_page()))
+}
+
 /// Reads the ledger in pages on the caller's connection (so in its snapshot)
-/// and hands them over until the receiver hangs up.
-fn read_pages(conn: &mut DbConn, tx: PageSender) {
+/// and hands them over until the receiver hangs up: the entries after each
+/// page's last, then `ledger_balances`.
+fn read_pages(conn: &mut DbConn, tx: PageSender, spare: mpsc::Receiver<Buffers>) {
     let mut after = 0i64;
     loop {
-        Text::clear_page();
-        let page = le::table
-            .filter(le::sequence.gt(after))
-            .order(le::sequence.asc())
-            .limit(PAGE)
-            .select((
-                le::sequence,
-                le::stockpile_id,
-                le::kind,
-                le::quantity_g,
-                le::balance_after_g,
-                le::occurred_at,
-                le::recorded_at,
-                le::actor,
-                le::reference,
-                le::counterparty,
-                le::origin_country,
-                le::unit_price_micros,
-                le::currency,
-                le::note,
-                le::idempotency_key,
-                le::movement_id,
-                le::order_id,
-                le::prev_hash,
-                le::hash,
-            ))
-            .load::<PageEntry>(conn);
+        let page = load_entries(conn, after, i64::MAX, &spare);
         let last = match &page {
-            Ok(rows) => rows.last().map(|e| e.sequence),
-            Err(_) => None,
+            Ok(Page::Entries(rows, _)) => rows.last().map(|e| e.sequence),
+            _ => None,
         };
         let failed = page.is_err();
-        let page = page.map(|rows| Page::Entries(rows, Text::take_page()));
         if tx.send(page).is_err() || failed {
             return;
         }
@@ -487,6 +516,28 @@ fn read_pages(conn: &mut DbConn, tx: PageSender) {
         }
     }
     read_balances(conn, &tx);
+}
+
+/// Reads the given pages by sequence range (page k holds the sequences in
+/// `(k * HALF_PAGE, (k + 1) * HALF_PAGE]`), then `ledger_balances` if asked:
+/// two of these, on two connections in one snapshot, share the pages.
+fn read_ranges(
+    conn: &mut DbConn,
+    pages: impl Iterator<Item = i64>,
+    tx: PageSender,
+    spare: mpsc::Receiver<Buffers>,
+    balances: bool,
+) {
+    for k in pages {
+        let page = load_entries(conn, k * HALF_PAGE, (k + 1) * HALF_PAGE, &spare);
+        let failed = page.is_err();
+        if tx.send(page).is_err() || failed {
+            return;
+        }
+    }
+    if balances {
+        read_balances(conn, &tx);
+    }
 }
 
 /// Reads `ledger_balances` once, sequentially, in pages: on SQLite one
@@ -570,8 +621,86 @@ pub fn verify(conn: &mut DbConn) -> ApiResult<VerifyReport> {
     verify_with(conn, VerifyOptions::default())
 }
 
-pub fn verify_with(conn: &mut DbConn, opts: VerifyOptions<'_>) -> ApiResult<VerifyReport> {
-    crate::db::read_transaction(conn, |c| verify_snapshot(c, opts))
+pub fn verify_with(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiResult<VerifyReport> {
+    let url = opts
+        .second_reader
+        .take()
+        .filter(|u| *u != crate::db::DatabaseUrl::Sqlite(":memory:".into()));
+    crate::db::read_transaction(conn, |c| {
+        let second = match &url {
+            Some(url) => share_snapshot(c, url)?,
+            None => None,
+        };
+        verify_in(c, second, opts)
+    })
+}
+
+/// A second connection to `url` that sees exactly the snapshot of `conn`'s
+/// transaction (which must not have read yet on SQLite), or `None` when one
+/// cannot be had; verification then reads with one thread. PostgreSQL
+/// exports the snapshot and the second transaction imports it. SQLite has
+/// no such statement, so a third connection takes the write lock (`BEGIN
+/// IMMEDIATE`: it waits for a writer that holds it, then keeps every commit
+/// out) while both begin reading, and lets go at once: both read the last
+/// commit before the lock. Either way both must then see the same ledger
+/// head.
+fn share_snapshot(conn: &mut DbConn, url: &crate::db::DatabaseUrl) -> ApiResult<Option<DbConn>> {
+    use diesel::connection::SimpleConnection;
+    let head = |c: &mut DbConn| {
+        ledger_head::table
+            .select(ledger_head::last_sequence)
+            .first::<i64>(c)
+    };
+    let open = || match crate::db::establish(url) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "verify: no second connection; reading with one");
+            None
+        }
+    };
+    let Some(mut second) = open() else {
+        return Ok(None);
+    };
+    let ours = match (&*conn, &second) {
+        (DbConn::Postgres(_), DbConn::Postgres(_)) => {
+            let id: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
+                "pg_export_snapshot()",
+            ))
+            .get_result(conn)?;
+            // An identifier such as 00000003-0000001B-1, inlined below.
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+                return Ok(None);
+            }
+            let imported = second.batch_execute(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{id}'"
+            ));
+            if imported.is_err() {
+                return Ok(None);
+            }
+            head(conn)?
+        }
+        (DbConn::Sqlite(_), DbConn::Sqlite(_)) => {
+            let Some(mut lock) = open() else {
+                return Ok(None);
+            };
+            if lock.batch_execute("BEGIN IMMEDIATE").is_err() {
+                return Ok(None);
+            }
+            let ours = head(conn)?;
+            let began = second.batch_execute("BEGIN");
+            let theirs = head(&mut second);
+            let _ = lock.batch_execute("ROLLBACK");
+            if began.is_err() || theirs.ok() != Some(ours) {
+                return Ok(None);
+            }
+            ours
+        }
+        _ => return Ok(None),
+    };
+    if head(&mut second).ok() != Some(ours) {
+        return Ok(None);
+    }
+    Ok(Some(second))
 }
 
 /// What a stockpile row says it is, with its depot.
@@ -686,7 +815,12 @@ fn expect_balances_row(e: &Entry<'_>, at: FastTs, r: &mut Running, hasher: &RowH
         r.newest = Some(key);
     }
     if !r.back_dated && !r.odd {
-        let row = hasher.row(e.stockpile_id, at, e.sequence, [r.balance, r.count, e.sequence]);
+        let row = hasher.row(
+            e.stockpile_id,
+            at,
+            e.sequence,
+            [r.balance, r.count, e.sequence],
+        );
         r.rows_hash = r.rows_hash.wrapping_add(row);
     }
 }
@@ -771,7 +905,17 @@ fn load_anchor(
 }
 
 /// Verifies inside the caller's transaction (which should see one snapshot).
-pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiResult<VerifyReport> {
+pub fn verify_snapshot(conn: &mut DbConn, opts: VerifyOptions<'_>) -> ApiResult<VerifyReport> {
+    verify_in(conn, None, opts)
+}
+
+/// `verify_snapshot`, with a second connection in the same snapshot when
+/// there is one.
+fn verify_in(
+    conn: &mut DbConn,
+    second: Option<DbConn>,
+    mut opts: VerifyOptions<'_>,
+) -> ApiResult<VerifyReport> {
     let posted: i64 = ledger_head::table
         .select(ledger_head::last_sequence)
         .first(conn)?;
@@ -816,14 +960,59 @@ pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiRes
     let mut stored: BTreeMap<i64, StoredRows> = BTreeMap::new();
     let hasher = RowHasher::new();
     let mut buf = Vec::with_capacity(512);
-    // A second thread reads the next page (same connection, same snapshot)
-    // while this one hashes the current one; the channel holds one page.
-    let (tx, rx) = mpsc::sync_channel(1);
+    // With a second connection, pages by sequence range, every other one on
+    // each, as far as the highest sequence: unless that lies past the head
+    // (then the entries after each page's last, as with one connection, so a
+    // stray huge sequence cannot make for countless empty pages).
+    let ranges = match second {
+        Some(second) => {
+            let max: Option<i64> = le::table
+                .select(diesel::dsl::max(le::sequence))
+                .first(conn)?;
+            let max = max.unwrap_or(0);
+            (max <= posted.max(0) + PAGE)
+                .then(|| (second, (max + HALF_PAGE - 1).max(0) / HALF_PAGE))
+        }
+        None => None,
+    };
+    // Reader threads read the next pages (same snapshot) while this one
+    // hashes the current one; each channel holds one page.
     std::thread::scope(|scope| -> ApiResult<()> {
-        // Owned here, so any return hangs up and the reader stops.
-        let rx = rx;
-        let reader = scope.spawn(|| read_pages(conn, tx));
-        for page in &rx {
+        // Owned here, so any return hangs up and the readers stop.
+        let (tx, rx) = mpsc::sync_channel(1);
+        let mut readers = Vec::new();
+        let first = &mut *conn;
+        // Checked pages go back to the reader they came from.
+        let (back, spare) = mpsc::channel::<Buffers>();
+        let mut backs = vec![back];
+        type Next = Box<dyn FnMut() -> Option<(QueryResult<Page>, usize)>>;
+        let mut pages: Next = match ranges {
+            None => {
+                readers.push(scope.spawn(move || read_pages(first, tx, spare)));
+                Box::new(move || rx.recv().ok().map(|p| (p, 0)))
+            }
+            Some((mut second, n)) => {
+                let (tx1, rx1) = mpsc::sync_channel(1);
+                let (back1, spare1) = mpsc::channel::<Buffers>();
+                backs.push(back1);
+                readers.push(
+                    scope.spawn(move || read_ranges(first, (0..n).step_by(2), tx, spare, false)),
+                );
+                readers.push(
+                    scope.spawn(move || {
+                        read_ranges(&mut second, (1..n).step_by(2), tx1, spare1, true)
+                    }),
+                );
+                let mut k = 0;
+                Box::new(move || {
+                    // Entries in page order, then ledger_balances.
+                    let from = if k < n && k % 2 == 0 { 0 } else { 1 };
+                    k += 1;
+                    [&rx, &rx1][from].recv().ok().map(|p| (p, from))
+                })
+            }
+        };
+        while let Some((page, from)) = pages() {
             let (rows, text) = match page? {
                 Page::Entries(rows, text) => (rows, text),
                 Page::Balances(rows) => {
@@ -881,6 +1070,7 @@ pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiRes
                     r.head.push_str(e.hash);
                 }
             }
+            let _ = backs[from].send((rows, text));
             if first_problem.is_some() {
                 break;
             }
@@ -888,9 +1078,11 @@ pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiRes
                 progress(checked, posted);
             }
         }
-        // Hanging up stops the reader after the page it is reading.
-        drop(rx);
-        reader.join().expect("the ledger reader panicked");
+        // Hanging up stops the readers after the page they are reading.
+        drop(pages);
+        for reader in readers {
+            reader.join().expect("the ledger reader panicked");
+        }
         Ok(())
     })?;
     let balances = compare_balances(&running, &stored);

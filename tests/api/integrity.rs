@@ -29,6 +29,19 @@ fn raw(app: &TestApp) -> reserve::db::DbConn {
     reserve::db::establish(&reserve::db::DatabaseUrl::parse(app.db.url()).unwrap()).unwrap()
 }
 
+/// `reserve verify`'s report: the CLI reads with two connections in one
+/// snapshot (the API with one), and must name the same first problem.
+fn cli_verify(app: &TestApp) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reserve"))
+        .args(["--database-url", app.db.url(), "verify"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run reserve");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    })
+}
+
 fn problem(v: &Value) -> String {
     v["first_problem"]["problem"]
         .as_str()
@@ -451,6 +464,8 @@ async fn ledger_balances_rows_edited_deleted_or_added_are_caught(backend: Backen
         assert_eq!(v["first_problem"]["sequence"], sequence, "{v}");
         assert_eq!(v["first_problem"]["stockpile_id"], stockpile, "{v}");
         assert!(problem(v).contains(says), "{v}");
+        let cli = cli_verify(&app);
+        assert_eq!(cli["first_problem"], v["first_problem"], "{cli}");
     };
     let edits = [
         // An edited balance, in date order and behind a back-dated entry.
