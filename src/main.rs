@@ -401,6 +401,9 @@ fn verify(settings: &Settings, stats: bool) -> anyhow::Result<()> {
         reserve::ledger::verify::VerifyOptions {
             trusted_key,
             progress: Some(&mut progress),
+            second_reader: Some(
+                db::DatabaseUrl::parse(&settings.database.url).map_err(anyhow::Error::msg)?,
+            ),
         },
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -364,6 +364,7 @@ pub fn build(
         crate::ledger::verify::VerifyOptions {
             trusted_key,
             progress: None,
+            second_reader: None,
         },
     )?;
     let latest = checkpoints::latest(conn)?.map(|c| CheckpointView::from(&c));

@@ -352,6 +352,7 @@ pub async fn verify(state: web::Data<AppState>, user: AuthUser) -> ApiResult<Htt
                 verify::VerifyOptions {
                     trusted_key,
                     progress: None,
+                    second_reader: None,
                 },
             )
         })

@@ -6,15 +6,16 @@
 //! `ledger_balances` holds each entry's balance as of itself. Names the first
 //! bad entry.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc;
 
 use diesel::prelude::*;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
-use super::chain::{StockpileIdentity, GENESIS};
+use super::chain::{ChainedFields, StockpileIdentity, GENESIS};
 use super::model::utc_day;
-use super::repo::EntryRow;
 use crate::db::schema::{
     depot_history, depots, ledger_balances as lb, ledger_entries as le, ledger_head, stockpiles,
 };
@@ -61,12 +62,15 @@ pub struct CheckpointStatus {
 }
 
 /// How to verify: the key checkpoints must be signed with (when the caller
-/// has one), and a callback told `(entries checked, entries posted)` after
-/// every page.
+/// has one), a callback told `(entries checked, entries posted)` after
+/// every page, and the database the connection is to: given one (not an
+/// in-memory SQLite), `verify_with` opens a second connection that sees
+/// the same snapshot and reads every other page on a third thread.
 #[derive(Default)]
 pub struct VerifyOptions<'a> {
     pub trusted_key: Option<String>,
     pub progress: Option<&'a mut dyn FnMut(i64, i64)>,
+    pub second_reader: Option<crate::db::DatabaseUrl>,
 }
 
 #[derive(Default)]
@@ -74,10 +78,74 @@ struct Running {
     head: String,
     balance: i64,
     count: i64,
-    /// The newest `occurred_at` so far, and whether an entry was dated before
-    /// it: then the stockpile's `ledger_balances` rows are checked in SQL.
-    newest: Option<chrono::NaiveDateTime>,
+    /// The newest `occurred_at` so far (as its backend orders it), and whether
+    /// an entry was dated before it: then the stockpile's `ledger_balances`
+    /// rows are checked in SQL.
+    newest: Option<(chrono::NaiveDateTime, u8)>,
     back_dated: bool,
+    /// An `occurred_at` stored in another shape than diesel writes: checked
+    /// in SQL too.
+    odd: bool,
+    /// While the entries come in (occurred_at, sequence) order: the sum of the
+    /// keyed hashes of the `ledger_balances` rows they imply.
+    rows_hash: u128,
+}
+
+/// What `ledger_balances` holds for one stockpile, read once, in storage
+/// order: how many rows, the sum of their keyed hashes, and whether any
+/// `occurred_at` has another shape than diesel writes.
+#[derive(Default)]
+struct StoredRows {
+    rows: i64,
+    hash: u128,
+    odd: bool,
+}
+
+/// A keyed hash of `ledger_balances` rows, summed per stockpile into a
+/// multiset hash: equal sums mean the table holds exactly the rows the
+/// entries imply, without looking each one up (an index probe per entry cost
+/// the PostgreSQL server about 3 µs an entry).
+///
+/// Each row's hash is the first 128 bits of SHA-256 over a 64-byte block (a
+/// tag and 32 bytes from the OS's random source, drawn anew for every
+/// verification and never stored or shown) followed by the row's fixed-length
+/// encoding. Keyed and fresh, so whoever edits rows cannot compute any row's
+/// hash, and so cannot choose edits whose changes cancel out (with a public
+/// hash, a sum of 128-bit hashes falls to a generalised birthday search for
+/// rows that add up alike). Summed modulo 2^128 rather than xored, so a row
+/// present twice does not cancel itself; a row's count is compared as well.
+/// Any other set of rows gives the same sum with probability about 2^-64 at
+/// worst (a row repeated 2^k times moves the sum by a multiple of 2^k). A
+/// stockpile whose sums differ is then checked row by row in SQL, which
+/// names the row; never the other way round.
+struct RowHasher(Sha256);
+
+impl RowHasher {
+    fn new() -> Self {
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(b"reserve-verify-ledger-balances-1");
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut block[32..]);
+        let mut h = Sha256::new();
+        h.update(block);
+        Self(h)
+    }
+
+    /// One row: (stockpile, occurred_at, sequence) is its key, then balance,
+    /// entry count and newest sequence. 53 bytes: one more SHA-256 block.
+    fn row(&self, stockpile_id: i64, at: FastTs, sequence: i64, values: [i64; 3]) -> u128 {
+        let mut m = [0u8; 53];
+        m[0..8].copy_from_slice(&stockpile_id.to_le_bytes());
+        let utc = at.at.and_utc();
+        m[8..16].copy_from_slice(&utc.timestamp().to_le_bytes());
+        m[16..20].copy_from_slice(&utc.timestamp_subsec_nanos().to_le_bytes());
+        m[20] = at.text_len;
+        m[21..29].copy_from_slice(&sequence.to_le_bytes());
+        for (i, v) in values.iter().enumerate() {
+            m[29 + 8 * i..37 + 8 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        let d = self.0.clone().chain_update(m).finalize();
+        u128::from_le_bytes(d[..16].try_into().expect("16 of 32 bytes"))
+    }
 }
 
 /// Entries read per query: memory stays bounded by a few pages (the one being
@@ -86,12 +154,30 @@ struct Running {
 /// long the ledger.
 pub const PAGE: i64 = 5_000;
 
+/// Entries per page when two connections read (every other page each): half
+/// a page, so the five pages then in flight (one being read and one waiting
+/// on each connection, one being checked) hold no more than the three of one
+/// reader.
+const HALF_PAGE: i64 = PAGE / 2;
+
 /// A timestamp read as `NaiveDateTime`, but on SQLite with a fast path for
 /// the one text format diesel writes (`%F %T%.f`): chrono's general parser
 /// was a fifth of the reading thread's time. Anything else takes diesel's
 /// own parser, so the same values read alike.
-#[derive(diesel::deserialize::FromSqlRow)]
-struct FastTs(chrono::NaiveDateTime);
+#[derive(diesel::deserialize::FromSqlRow, Clone, Copy)]
+struct FastTs {
+    at: chrono::NaiveDateTime,
+    /// What else the backend compares: 0 on PostgreSQL (a binary value);
+    /// on SQLite the length of the text in diesel's format, since SQLite
+    /// compares the text (`…:48` and `…:48.0` differ there): among such texts
+    /// (at, text_len) identifies one text and orders as the texts do (the
+    /// longer of two equal instants has trailing zeros). [`ODD`] for any other
+    /// shape, whose stockpile is then checked in SQL.
+    text_len: u8,
+}
+
+/// `FastTs::text_len` of a value not in diesel's text format.
+const ODD: u8 = u8::MAX;
 
 type Multi = <DbConn as diesel::Connection>::Backend;
 
@@ -111,7 +197,7 @@ impl diesel::deserialize::FromSql<diesel::sql_types::Timestamp, diesel::pg::Pg> 
             diesel::sql_types::Timestamp,
             diesel::pg::Pg,
         >>::from_sql(bytes)
-        .map(FastTs)
+        .map(|at| FastTs { at, text_len: 0 })
     }
 }
 
@@ -120,15 +206,19 @@ impl diesel::deserialize::FromSql<diesel::sql_types::Timestamp, diesel::sqlite::
         mut value: <diesel::sqlite::Sqlite as diesel::backend::Backend>::RawValue<'_>,
     ) -> diesel::deserialize::Result<Self> {
         if value.value_type() == Some(diesel::sqlite::SqliteType::Text) {
-            if let Some(t) = parse_sqlite_timestamp(value.read_text()) {
-                return Ok(FastTs(t));
+            let text = value.read_text();
+            if let Some(at) = parse_sqlite_timestamp(text) {
+                return Ok(FastTs {
+                    at,
+                    text_len: text.len() as u8,
+                });
             }
         }
         <chrono::NaiveDateTime as diesel::deserialize::FromSql<
             diesel::sql_types::Timestamp,
             diesel::sqlite::Sqlite,
         >>::from_sql(value)
-        .map(FastTs)
+        .map(|at| FastTs { at, text_len: ODD })
     }
 }
 
@@ -158,109 +248,369 @@ fn parse_sqlite_timestamp(text: &str) -> Option<chrono::NaiveDateTime> {
     )
 }
 
-/// A `ledger_entries` row as the pages read it.
+thread_local! {
+    /// The text columns of the page being read, one after another: a page's
+    /// rows hold spans of it ([`Text`]), so reading a row allocates nothing
+    /// (a `String` per text column was a quarter of the reader's time, and
+    /// freeing them on the other thread contended for the allocator).
+    static PAGE_TEXT: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// A text column of a page: a span of the page's text (`PAGE_TEXT` while it
+/// is read, then [`Page::Entries`]'s `String`).
+#[derive(diesel::deserialize::FromSqlRow, Clone, Copy)]
+struct Text {
+    start: usize,
+    len: usize,
+}
+
+impl Text {
+    fn push(s: &str) -> Self {
+        PAGE_TEXT.with(|text| {
+            let mut text = text.borrow_mut();
+            let start = text.len();
+            text.push_str(s);
+            Text {
+                start,
+                len: s.len(),
+            }
+        })
+    }
+
+    fn of(self, text: &str) -> &str {
+        &text[self.start..self.start + self.len]
+    }
+
+    /// The page's text.
+    fn take_page() -> String {
+        PAGE_TEXT.with(|text| std::mem::take(&mut *text.borrow_mut()))
+    }
+}
+
+impl diesel::deserialize::FromSql<diesel::sql_types::Text, Multi> for Text {
+    fn from_sql(
+        bytes: <Multi as diesel::backend::Backend>::RawValue<'_>,
+    ) -> diesel::deserialize::Result<Self> {
+        bytes.from_sql::<Self, diesel::sql_types::Text>()
+    }
+}
+
+impl diesel::deserialize::FromSql<diesel::sql_types::Text, diesel::pg::Pg> for Text {
+    fn from_sql(
+        value: <diesel::pg::Pg as diesel::backend::Backend>::RawValue<'_>,
+    ) -> diesel::deserialize::Result<Self> {
+        // As diesel reads a `String`: UTF-8, checked.
+        Ok(Text::push(std::str::from_utf8(value.as_bytes())?))
+    }
+}
+
+impl diesel::deserialize::FromSql<diesel::sql_types::Text, diesel::sqlite::Sqlite> for Text {
+    fn from_sql(
+        mut value: <diesel::sqlite::Sqlite as diesel::backend::Backend>::RawValue<'_>,
+    ) -> diesel::deserialize::Result<Self> {
+        // As diesel reads a `String`.
+        Ok(Text::push(value.read_text()))
+    }
+}
+
+/// A `ledger_entries` row as the pages read it; its text is the page's.
 #[derive(Queryable)]
 struct PageEntry {
     sequence: i64,
     stockpile_id: i64,
-    kind: String,
+    kind: Text,
     quantity_g: i64,
     balance_after_g: i64,
     occurred_at: FastTs,
     recorded_at: FastTs,
-    actor: String,
-    reference: Option<String>,
-    counterparty: Option<String>,
-    origin_country: Option<String>,
+    actor: Text,
+    reference: Option<Text>,
+    counterparty: Option<Text>,
+    origin_country: Option<Text>,
     unit_price_micros: Option<i64>,
-    currency: Option<String>,
-    note: Option<String>,
-    idempotency_key: String,
-    movement_id: String,
+    currency: Option<Text>,
+    note: Option<Text>,
+    idempotency_key: Text,
+    movement_id: Text,
     order_id: Option<i64>,
-    prev_hash: String,
-    hash: String,
+    prev_hash: Text,
+    hash: Text,
 }
 
-impl From<PageEntry> for EntryRow {
-    fn from(e: PageEntry) -> Self {
-        EntryRow {
-            sequence: e.sequence,
-            stockpile_id: e.stockpile_id,
-            kind: e.kind,
-            quantity_g: e.quantity_g,
-            balance_after_g: e.balance_after_g,
-            occurred_at: e.occurred_at.0,
-            recorded_at: e.recorded_at.0,
-            actor: e.actor,
-            reference: e.reference,
-            counterparty: e.counterparty,
-            origin_country: e.origin_country,
-            unit_price_micros: e.unit_price_micros,
-            currency: e.currency,
-            note: e.note,
-            idempotency_key: e.idempotency_key,
-            movement_id: e.movement_id,
-            order_id: e.order_id,
-            prev_hash: e.prev_hash,
-            hash: e.hash,
+/// An entry as checked: a [`PageEntry`] with its page's text.
+struct Entry<'a> {
+    sequence: i64,
+    stockpile_id: i64,
+    kind: &'a str,
+    quantity_g: i64,
+    balance_after_g: i64,
+    occurred_at: chrono::NaiveDateTime,
+    recorded_at: chrono::NaiveDateTime,
+    actor: &'a str,
+    reference: Option<&'a str>,
+    counterparty: Option<&'a str>,
+    origin_country: Option<&'a str>,
+    unit_price_micros: Option<i64>,
+    currency: Option<&'a str>,
+    note: Option<&'a str>,
+    idempotency_key: &'a str,
+    movement_id: &'a str,
+    order_id: Option<i64>,
+    prev_hash: &'a str,
+    hash: &'a str,
+}
+
+impl PageEntry {
+    fn with<'a>(&self, text: &'a str) -> Entry<'a> {
+        let opt = |t: Option<Text>| t.map(|t| t.of(text));
+        Entry {
+            sequence: self.sequence,
+            stockpile_id: self.stockpile_id,
+            kind: self.kind.of(text),
+            quantity_g: self.quantity_g,
+            balance_after_g: self.balance_after_g,
+            occurred_at: self.occurred_at.at,
+            recorded_at: self.recorded_at.at,
+            actor: self.actor.of(text),
+            reference: opt(self.reference),
+            counterparty: opt(self.counterparty),
+            origin_country: opt(self.origin_country),
+            unit_price_micros: self.unit_price_micros,
+            currency: opt(self.currency),
+            note: opt(self.note),
+            idempotency_key: self.idempotency_key.of(text),
+            movement_id: self.movement_id.of(text),
+            order_id: self.order_id,
+            prev_hash: self.prev_hash.of(text),
+            hash: self.hash.of(text),
         }
     }
 }
 
-/// An entry with its `ledger_balances` row (balance, entries, max sequence).
-type PageRow = (PageEntry, Option<(i64, i64, i64)>);
+impl<'a> Entry<'a> {
+    /// The fields the hash commits to, as `EntryRow::chained` gives them.
+    fn chained(&self, identity: StockpileIdentity<'a>) -> ChainedFields<'a> {
+        ChainedFields {
+            sequence: self.sequence,
+            stockpile_id: self.stockpile_id,
+            identity,
+            kind: self.kind,
+            quantity_g: self.quantity_g,
+            balance_after_g: self.balance_after_g,
+            occurred_at_micros: self.occurred_at.and_utc().timestamp_micros(),
+            recorded_at_micros: self.recorded_at.and_utc().timestamp_micros(),
+            actor: self.actor,
+            reference: self.reference,
+            counterparty: self.counterparty,
+            origin_country: self.origin_country,
+            unit_price_micros: self.unit_price_micros,
+            currency: self.currency,
+            note: self.note,
+            idempotency_key: self.idempotency_key,
+            movement_id: self.movement_id,
+            order_id: self.order_id,
+        }
+    }
+}
+
+/// A `ledger_balances` row.
+#[derive(Queryable, QueryableByName)]
+struct BalanceRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    stockpile_id: i64,
+    #[diesel(sql_type = diesel::sql_types::Timestamp)]
+    occurred_at: FastTs,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    sequence: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    balance_g: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    entries: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    max_sequence: i64,
+}
+
+/// What the reader hands over: a page of entries in sequence order (an empty
+/// one after the last), then `ledger_balances` in pages, in storage order.
+enum Page {
+    /// The rows, and the text their `Text` columns are spans of.
+    Entries(Vec<PageEntry>, String),
+    Balances(Vec<BalanceRow>),
+}
+
+type PageSender = mpsc::SyncSender<QueryResult<Page>>;
+
+/// An entries page's rows and text, handed back to be filled again.
+type Buffers = (Vec<PageEntry>, String);
+
+/// The entries with `after < sequence <= through`, at most a page of them.
+/// Reads into a page the checker handed back when there is one, so the
+/// buffers in use stay the same few however long the ledger.
+fn load_entries(
+    conn: &mut DbConn,
+    after: i64,
+    through: i64,
+    spare: &mpsc::Receiver<Buffers>,
+) -> QueryResult<Page> {
+    use diesel::connection::DefaultLoadingMode;
+    let (mut rows, text) = spare
+        .try_recv()
+        .unwrap_or_else(|_| (Vec::with_capacity(PAGE as usize), String::new()));
+    rows.clear();
+    PAGE_TEXT.with(|t| {
+        let mut t = t.borrow_mut();
+        *t = text;
+        t.clear();
+    });
+    let found = le::table
+        .filter(le::sequence.gt(after))
+        .filter(le::sequence.le(through))
+        .order(le::sequence.asc())
+        .limit(PAGE)
+        .select((
+            le::sequence,
+            le::stockpile_id,
+            le::kind,
+            le::quantity_g,
+            le::balance_after_g,
+            le::occurred_at,
+            le::recorded_at,
+            le::actor,
+            le::reference,
+            le::counterparty,
+            le::origin_country,
+            le::unit_price_micros,
+            le::currency,
+            le::note,
+            le::idempotency_key,
+            le::movement_id,
+            le::order_id,
+            le::prev_hash,
+            le::hash,
+        ))
+        .load_iter::<PageEntry, DefaultLoadingMode>(conn)?;
+    for row in found {
+        rows.push(row?);
+    }
+    Ok(Page::Entries(rows, Text::take_page()))
+}
 
 /// Reads the ledger in pages on the caller's connection (so in its snapshot)
-/// and hands them over until the receiver hangs up.
-fn read_pages(conn: &mut DbConn, tx: mpsc::SyncSender<QueryResult<Vec<PageRow>>>) {
+/// and hands them over until the receiver hangs up: the entries after each
+/// page's last, then `ledger_balances`.
+fn read_pages(conn: &mut DbConn, tx: PageSender, spare: mpsc::Receiver<Buffers>) {
     let mut after = 0i64;
     loop {
-        let page = le::table
-            .left_join(
-                lb::table.on(lb::stockpile_id
-                    .eq(le::stockpile_id)
-                    .and(lb::occurred_at.eq(le::occurred_at))
-                    .and(lb::sequence.eq(le::sequence))),
-            )
-            .filter(le::sequence.gt(after))
-            .order(le::sequence.asc())
-            .limit(PAGE)
-            .select((
-                (
-                    le::sequence,
-                    le::stockpile_id,
-                    le::kind,
-                    le::quantity_g,
-                    le::balance_after_g,
-                    le::occurred_at,
-                    le::recorded_at,
-                    le::actor,
-                    le::reference,
-                    le::counterparty,
-                    le::origin_country,
-                    le::unit_price_micros,
-                    le::currency,
-                    le::note,
-                    le::idempotency_key,
-                    le::movement_id,
-                    le::order_id,
-                    le::prev_hash,
-                    le::hash,
-                ),
-                (lb::balance_g, lb::entries, lb::max_sequence).nullable(),
-            ))
-            .load::<PageRow>(conn);
+        let page = load_entries(conn, after, i64::MAX, &spare);
         let last = match &page {
-            Ok(rows) => rows.last().map(|(e, _)| e.sequence),
-            Err(_) => None,
+            Ok(Page::Entries(rows, _)) => rows.last().map(|e| e.sequence),
+            _ => None,
         };
-        if tx.send(page).is_err() {
+        let failed = page.is_err();
+        if tx.send(page).is_err() || failed {
             return;
         }
         match last {
             Some(s) => after = s,
-            None => return,
+            None => break,
+        }
+    }
+    read_balances(conn, &tx);
+}
+
+/// Reads the given pages by sequence range (page k holds the sequences in
+/// `(k * HALF_PAGE, (k + 1) * HALF_PAGE]`), then `ledger_balances` if asked:
+/// two of these, on two connections in one snapshot, share the pages.
+fn read_ranges(
+    conn: &mut DbConn,
+    pages: impl Iterator<Item = i64>,
+    tx: PageSender,
+    spare: mpsc::Receiver<Buffers>,
+    balances: bool,
+) {
+    for k in pages {
+        let page = load_entries(conn, k * HALF_PAGE, (k + 1) * HALF_PAGE, &spare);
+        let failed = page.is_err();
+        if tx.send(page).is_err() || failed {
+            return;
+        }
+    }
+    if balances {
+        read_balances(conn, &tx);
+    }
+}
+
+/// Reads `ledger_balances` once, sequentially, in pages: on SQLite one
+/// statement stepped as the pages are handed over (a scan in rowid order), on
+/// PostgreSQL a cursor over a sequential scan, fetched a page at a time.
+fn read_balances(conn: &mut DbConn, tx: &PageSender) {
+    let page_len = PAGE as usize;
+    match conn {
+        DbConn::Sqlite(c) => {
+            use diesel::connection::DefaultLoadingMode;
+            let rows = lb::table
+                .select((
+                    lb::stockpile_id,
+                    lb::occurred_at,
+                    lb::sequence,
+                    lb::balance_g,
+                    lb::entries,
+                    lb::max_sequence,
+                ))
+                .load_iter::<BalanceRow, DefaultLoadingMode>(c);
+            let rows = match rows {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut page = Vec::with_capacity(page_len);
+            for row in rows {
+                match row {
+                    Ok(row) => page.push(row),
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+                if page.len() == page_len {
+                    let full = std::mem::replace(&mut page, Vec::with_capacity(page_len));
+                    if tx.send(Ok(Page::Balances(full))).is_err() {
+                        return;
+                    }
+                }
+            }
+            if !page.is_empty() {
+                let _ = tx.send(Ok(Page::Balances(page)));
+            }
+        }
+        DbConn::Postgres(c) => {
+            use diesel::connection::SimpleConnection;
+            if let Err(e) = c.batch_execute(
+                "DECLARE verify_balances NO SCROLL CURSOR FOR
+                 SELECT stockpile_id, occurred_at, sequence, balance_g, entries, max_sequence
+                 FROM ledger_balances",
+            ) {
+                let _ = tx.send(Err(e));
+                return;
+            }
+            let fetch = format!("FETCH FORWARD {PAGE} FROM verify_balances");
+            loop {
+                let page = diesel::sql_query(&fetch).load::<BalanceRow>(c);
+                let done = page.as_ref().map(Vec::is_empty).unwrap_or(true);
+                if done {
+                    if page.is_err() {
+                        let _ = tx.send(page.map(Page::Balances));
+                    }
+                    break;
+                }
+                if tx.send(page.map(Page::Balances)).is_err() {
+                    break;
+                }
+            }
+            // The cursor would otherwise last as long as the transaction.
+            let _ = c.batch_execute("CLOSE verify_balances");
         }
     }
 }
@@ -271,8 +621,86 @@ pub fn verify(conn: &mut DbConn) -> ApiResult<VerifyReport> {
     verify_with(conn, VerifyOptions::default())
 }
 
-pub fn verify_with(conn: &mut DbConn, opts: VerifyOptions<'_>) -> ApiResult<VerifyReport> {
-    crate::db::read_transaction(conn, |c| verify_snapshot(c, opts))
+pub fn verify_with(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiResult<VerifyReport> {
+    let url = opts
+        .second_reader
+        .take()
+        .filter(|u| *u != crate::db::DatabaseUrl::Sqlite(":memory:".into()));
+    crate::db::read_transaction(conn, |c| {
+        let second = match &url {
+            Some(url) => share_snapshot(c, url)?,
+            None => None,
+        };
+        verify_in(c, second, opts)
+    })
+}
+
+/// A second connection to `url` that sees exactly the snapshot of `conn`'s
+/// transaction (which must not have read yet on SQLite), or `None` when one
+/// cannot be had; verification then reads with one thread. PostgreSQL
+/// exports the snapshot and the second transaction imports it. SQLite has
+/// no such statement, so a third connection takes the write lock (`BEGIN
+/// IMMEDIATE`: it waits for a writer that holds it, then keeps every commit
+/// out) while both begin reading, and lets go at once: both read the last
+/// commit before the lock. Either way both must then see the same ledger
+/// head.
+fn share_snapshot(conn: &mut DbConn, url: &crate::db::DatabaseUrl) -> ApiResult<Option<DbConn>> {
+    use diesel::connection::SimpleConnection;
+    let head = |c: &mut DbConn| {
+        ledger_head::table
+            .select(ledger_head::last_sequence)
+            .first::<i64>(c)
+    };
+    let open = || match crate::db::establish(url) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "verify: no second connection; reading with one");
+            None
+        }
+    };
+    let Some(mut second) = open() else {
+        return Ok(None);
+    };
+    let ours = match (&*conn, &second) {
+        (DbConn::Postgres(_), DbConn::Postgres(_)) => {
+            let id: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
+                "pg_export_snapshot()",
+            ))
+            .get_result(conn)?;
+            // An identifier such as 00000003-0000001B-1, inlined below.
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+                return Ok(None);
+            }
+            let imported = second.batch_execute(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{id}'"
+            ));
+            if imported.is_err() {
+                return Ok(None);
+            }
+            head(conn)?
+        }
+        (DbConn::Sqlite(_), DbConn::Sqlite(_)) => {
+            let Some(mut lock) = open() else {
+                return Ok(None);
+            };
+            if lock.batch_execute("BEGIN IMMEDIATE").is_err() {
+                return Ok(None);
+            }
+            let ours = head(conn)?;
+            let began = second.batch_execute("BEGIN");
+            let theirs = head(&mut second);
+            let _ = lock.batch_execute("ROLLBACK");
+            if began.is_err() || theirs.ok() != Some(ours) {
+                return Ok(None);
+            }
+            ours
+        }
+        _ => return Ok(None),
+    };
+    if head(&mut second).ok() != Some(ours) {
+        return Ok(None);
+    }
+    Ok(Some(second))
 }
 
 /// What a stockpile row says it is, with its depot.
@@ -304,7 +732,7 @@ struct DayOutflow {
 
 /// Checks one entry against its stockpile's running state and advances it.
 fn check_entry(
-    e: &EntryRow,
+    e: &Entry<'_>,
     expected_sequence: i64,
     stockpile: Option<&StockpileRow>,
     running: &mut BTreeMap<i64, Running>,
@@ -372,18 +800,67 @@ fn check_entry(
     Ok(())
 }
 
-/// Whether the entry's `ledger_balances` row can be told right here. An entry
-/// dated at or after every earlier one of its stockpile is last in its
+/// Adds the entry's `ledger_balances` row to its stockpile's expected rows,
+/// when it can be told right here (after `check_entry` advanced `r`). An
+/// entry dated at or after every earlier one of its stockpile is last in its
 /// (occurred_at, sequence) order, so its row must hold its running balance,
 /// count and own sequence, unless a later entry is back-dated before it;
-/// such stockpiles (and any row that differs) go to `check_balances`.
-fn balances_row_in_order(e: &EntryRow, stored: Option<(i64, i64, i64)>, r: &mut Running) -> bool {
-    if r.newest.is_some_and(|n| e.occurred_at < n) {
+/// such stockpiles (and odd timestamps) go to `check_balances`'s SQL.
+fn expect_balances_row(e: &Entry<'_>, at: FastTs, r: &mut Running, hasher: &RowHasher) {
+    r.odd |= at.text_len == ODD;
+    let key = (at.at, at.text_len);
+    if r.newest.is_some_and(|n| key < n) {
         r.back_dated = true;
     } else {
-        r.newest = Some(e.occurred_at);
+        r.newest = Some(key);
     }
-    stored == Some((r.balance, r.count, e.sequence))
+    if !r.back_dated && !r.odd {
+        let row = hasher.row(
+            e.stockpile_id,
+            at,
+            e.sequence,
+            [r.balance, r.count, e.sequence],
+        );
+        r.rows_hash = r.rows_hash.wrapping_add(row);
+    }
+}
+
+/// `ledger_balances` against the entries, by stockpile, before the SQL.
+struct BalancesCheck {
+    /// Stockpiles to check row by row in SQL: back-dated entries, odd
+    /// timestamps, or rows that differ from what the entries imply.
+    suspect: BTreeSet<i64>,
+    /// Of those, the ones whose rows were seen to differ (their count or
+    /// hash sum): one must be named even if the SQL names no row.
+    differ: BTreeSet<i64>,
+    /// Rows read.
+    rows: i64,
+}
+
+fn compare_balances(
+    running: &BTreeMap<i64, Running>,
+    stored: &BTreeMap<i64, StoredRows>,
+) -> BalancesCheck {
+    let none = StoredRows::default();
+    let mut check = BalancesCheck {
+        suspect: BTreeSet::new(),
+        differ: BTreeSet::new(),
+        rows: stored.values().map(|s| s.rows).sum(),
+    };
+    for (id, r) in running {
+        let s = stored.get(id).unwrap_or(&none);
+        if r.back_dated || r.odd || s.odd {
+            check.suspect.insert(*id);
+        } else if s.rows != r.count || s.hash != r.rows_hash {
+            check.suspect.insert(*id);
+            check.differ.insert(*id);
+        }
+    }
+    // Rows of a stockpile without entries: the count names them, or this.
+    for id in stored.keys().filter(|id| !running.contains_key(id)) {
+        check.differ.insert(*id);
+    }
+    check
 }
 
 /// The latest checkpoint, checked on its own, with its heads by stockpile.
@@ -428,7 +905,17 @@ fn load_anchor(
 }
 
 /// Verifies inside the caller's transaction (which should see one snapshot).
-pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiResult<VerifyReport> {
+pub fn verify_snapshot(conn: &mut DbConn, opts: VerifyOptions<'_>) -> ApiResult<VerifyReport> {
+    verify_in(conn, None, opts)
+}
+
+/// `verify_snapshot`, with a second connection in the same snapshot when
+/// there is one.
+fn verify_in(
+    conn: &mut DbConn,
+    second: Option<DbConn>,
+    mut opts: VerifyOptions<'_>,
+) -> ApiResult<VerifyReport> {
     let posted: i64 = ledger_head::table
         .select(ledger_head::last_sequence)
         .first(conn)?;
@@ -468,23 +955,84 @@ pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiRes
     let mut verified_through = 0i64;
     let mut checked = 0i64;
     let mut first_problem: Option<Finding> = None;
-    // Stockpiles whose `ledger_balances` rows need the SQL check.
-    let mut suspect: BTreeSet<i64> = BTreeSet::new();
+    // `ledger_balances` as read, by stockpile, and the key its rows are
+    // hashed with.
+    let mut stored: BTreeMap<i64, StoredRows> = BTreeMap::new();
+    let hasher = RowHasher::new();
     let mut buf = Vec::with_capacity(512);
-    // A second thread reads the next page (same connection, same snapshot)
-    // while this one hashes the current one; the channel holds one page.
-    let (tx, rx) = mpsc::sync_channel(1);
+    // With a second connection, pages by sequence range, every other one on
+    // each, as far as the highest sequence: unless that lies past the head
+    // (then the entries after each page's last, as with one connection, so a
+    // stray huge sequence cannot make for countless empty pages).
+    let ranges = match second {
+        Some(second) => {
+            let max: Option<i64> = le::table
+                .select(diesel::dsl::max(le::sequence))
+                .first(conn)?;
+            let max = max.unwrap_or(0);
+            (max <= posted.max(0) + PAGE)
+                .then(|| (second, (max + HALF_PAGE - 1).max(0) / HALF_PAGE))
+        }
+        None => None,
+    };
+    // Reader threads read the next pages (same snapshot) while this one
+    // hashes the current one; each channel holds one page.
     std::thread::scope(|scope| -> ApiResult<()> {
-        // Owned here, so any return hangs up and the reader stops.
-        let rx = rx;
-        let reader = scope.spawn(|| read_pages(conn, tx));
-        for page in &rx {
-            let rows = page?;
-            if rows.is_empty() {
-                break;
+        // Owned here, so any return hangs up and the readers stop.
+        let (tx, rx) = mpsc::sync_channel(1);
+        let mut readers = Vec::new();
+        let first = &mut *conn;
+        // Checked pages go back to the reader they came from.
+        let (back, spare) = mpsc::channel::<Buffers>();
+        let mut backs = vec![back];
+        type Next = Box<dyn FnMut() -> Option<(QueryResult<Page>, usize)>>;
+        let mut pages: Next = match ranges {
+            None => {
+                readers.push(scope.spawn(move || read_pages(first, tx, spare)));
+                Box::new(move || rx.recv().ok().map(|p| (p, 0)))
             }
-            for (e, stored) in rows {
-                let mut e = EntryRow::from(e);
+            Some((mut second, n)) => {
+                let (tx1, rx1) = mpsc::sync_channel(1);
+                let (back1, spare1) = mpsc::channel::<Buffers>();
+                backs.push(back1);
+                readers.push(
+                    scope.spawn(move || read_ranges(first, (0..n).step_by(2), tx, spare, false)),
+                );
+                readers.push(
+                    scope.spawn(move || {
+                        read_ranges(&mut second, (1..n).step_by(2), tx1, spare1, true)
+                    }),
+                );
+                let mut k = 0;
+                Box::new(move || {
+                    // Entries in page order, then ledger_balances.
+                    let from = if k < n && k % 2 == 0 { 0 } else { 1 };
+                    k += 1;
+                    [&rx, &rx1][from].recv().ok().map(|p| (p, from))
+                })
+            }
+        };
+        while let Some((page, from)) = pages() {
+            let (rows, text) = match page? {
+                Page::Entries(rows, text) => (rows, text),
+                Page::Balances(rows) => {
+                    for b in rows {
+                        let s = stored.entry(b.stockpile_id).or_default();
+                        s.rows += 1;
+                        s.odd |= b.occurred_at.text_len == ODD;
+                        s.hash = s.hash.wrapping_add(hasher.row(
+                            b.stockpile_id,
+                            b.occurred_at,
+                            b.sequence,
+                            [b.balance_g, b.entries, b.max_sequence],
+                        ));
+                    }
+                    continue;
+                }
+            };
+            for row in &rows {
+                let occurred = row.occurred_at;
+                let e = row.with(&text);
                 checked += 1;
                 let stockpile = identities.get(&e.stockpile_id);
                 let checked_entry =
@@ -504,7 +1052,7 @@ pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiRes
                     break;
                 }
                 verified_through = e.sequence;
-                if let Some(sp) = stockpile.filter(|_| is_outflow(&e.kind)) {
+                if let Some(sp) = stockpile.filter(|_| is_outflow(e.kind)) {
                     let day = types::to_db(utc_day(types::from_db(e.occurred_at)).0);
                     let d = outflows.entry((sp.depot_id, day)).or_insert(DayOutflow {
                         shipped_g: 0,
@@ -517,12 +1065,12 @@ pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiRes
                 }
                 // check_entry made the stockpile's running state.
                 if let Some(r) = running.get_mut(&e.stockpile_id) {
-                    if !balances_row_in_order(&e, stored, r) {
-                        suspect.insert(e.stockpile_id);
-                    }
-                    r.head = std::mem::take(&mut e.hash);
+                    expect_balances_row(&e, occurred, r, &hasher);
+                    r.head.clear();
+                    r.head.push_str(e.hash);
                 }
             }
+            let _ = backs[from].send((rows, text));
             if first_problem.is_some() {
                 break;
             }
@@ -530,17 +1078,14 @@ pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiRes
                 progress(checked, posted);
             }
         }
-        // Hanging up stops the reader after the page it is reading.
-        drop(rx);
-        reader.join().expect("the ledger reader panicked");
+        // Hanging up stops the readers after the page they are reading.
+        drop(pages);
+        for reader in readers {
+            reader.join().expect("the ledger reader panicked");
+        }
         Ok(())
     })?;
-    suspect.extend(
-        running
-            .iter()
-            .filter(|(_, r)| r.back_dated)
-            .map(|(id, _)| *id),
-    );
+    let balances = compare_balances(&running, &stored);
     // A stockpile whose chain ends before the head the checkpoint signed lost
     // its newest entries: the chain alone cannot show that.
     if first_problem.is_none() {
@@ -683,7 +1228,7 @@ pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiRes
         first_problem = check_period_locks(conn)?;
     }
     if first_problem.is_none() {
-        first_problem = check_balances(conn, &suspect, checked)?;
+        first_problem = check_balances(conn, &balances, checked)?;
     }
     Ok(VerifyReport {
         ok: first_problem.is_none(),
@@ -698,7 +1243,7 @@ pub fn verify_snapshot(conn: &mut DbConn, mut opts: VerifyOptions<'_>) -> ApiRes
 
 /// The entry at a checkpointed head must be the one the checkpoint signed.
 fn check_against_anchor(
-    e: &EntryRow,
+    e: &Entry<'_>,
     anchor: &Anchor,
     running: &BTreeMap<i64, Running>,
 ) -> Result<(), (&'static str, String)> {
@@ -845,15 +1390,18 @@ struct BalancesMismatch {
 
 /// `ledger_balances` holds one row per entry with its stockpile's balance,
 /// entry count and newest sequence as of that entry in (occurred_at,
-/// sequence) order. The page loop checked every row of the stockpiles whose
-/// entries came in that order; the rest (`suspect`: back-dated entries, or a
-/// row that differed) are recomputed here with window functions on the
-/// server. A row no entry has is found by counting: each entry has its row.
+/// sequence) order. The page loop compared the rows of the stockpiles whose
+/// entries came in that order with what the entries imply, as keyed hash
+/// sums ([`RowHasher`]); the rest (`suspect`: back-dated entries, odd
+/// timestamps, or rows that differ) are recomputed here with window
+/// functions on the server, which names the first bad row. A row no entry
+/// has is found by counting: each entry has its row.
 fn check_balances(
     conn: &mut DbConn,
-    suspect: &BTreeSet<i64>,
+    check: &BalancesCheck,
     entries: i64,
 ) -> ApiResult<Option<Finding>> {
+    let suspect = &check.suspect;
     let finding = |sequence, stockpile_id, problem| Finding {
         kind: "balances_mismatch",
         sequence,
@@ -902,7 +1450,7 @@ fn check_balances(
             )));
         }
     }
-    let rows: i64 = lb::table.count().get_result(conn)?;
+    let rows = check.rows;
     if rows != entries {
         // Every entry has its row, so the extra rows match none.
         let stray: Option<StrayRow> = diesel::sql_query(
@@ -919,6 +1467,16 @@ fn check_balances(
             format!(
                 "ledger_balances holds {rows} rows for {entries} entries; the first row of no entry is named"
             ),
+        )));
+    }
+    // Every entry has its own row and no row is stray, so the rows are the
+    // ones the entries imply and their sums cannot differ; if they do anyway,
+    // say so rather than pass.
+    if let Some(id) = check.differ.iter().next() {
+        return Ok(Some(finding(
+            None,
+            Some(*id),
+            "the stockpile's ledger_balances rows differ from what its entries imply (their keyed hash sums differ), though no single row could be named".into(),
         )));
     }
     Ok(None)
@@ -961,5 +1519,52 @@ mod tests {
         ] {
             assert_eq!(parse_sqlite_timestamp(text), None, "{text}");
         }
+    }
+
+    /// SQLite compares the texts; (instant, text length) must order and tell
+    /// them apart exactly as it does.
+    #[test]
+    fn instant_and_text_length_order_as_sqlite_compares_the_texts() {
+        let texts = [
+            "2026-11-29 19:35:48.5",
+            "2026-11-29 19:35:48",
+            "2026-11-29 19:35:48.10",
+            "2026-11-29 19:35:49",
+            "2026-11-29 19:35:48.0",
+            "2026-11-29 19:35:48.000001",
+            "2026-11-29 19:35:48.1",
+            "2026-11-29 19:35:48.123",
+            "2026-11-29 19:35:48.000",
+            "2026-11-28 23:59:59.999999999",
+        ];
+        let key = |t: &str| (parse_sqlite_timestamp(t).unwrap(), t.len() as u8);
+        for a in texts {
+            for b in texts {
+                assert_eq!(a.cmp(b), key(a).cmp(&key(b)), "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn row_hashes_sum_in_any_order_and_are_keyed_afresh() {
+        let at = FastTs {
+            at: parse_sqlite_timestamp("2026-11-29 19:35:48.243413").unwrap(),
+            text_len: 26,
+        };
+        let h = RowHasher::new();
+        let (a, b) = (h.row(1, at, 1, [10, 1, 1]), h.row(1, at, 2, [30, 2, 2]));
+        assert_eq!(a.wrapping_add(b), b.wrapping_add(a));
+        assert_ne!(a.wrapping_add(a), 0, "a row twice does not cancel out");
+        assert_ne!(a, h.row(1, at, 1, [10, 1, 2]));
+        assert_ne!(a, h.row(2, at, 1, [10, 1, 1]));
+        let longer = FastTs { text_len: 27, ..at };
+        assert_ne!(a, h.row(1, longer, 1, [10, 1, 1]), "another text");
+        // Swapping two rows' balances changes the sum.
+        assert_ne!(
+            a.wrapping_add(b),
+            h.row(1, at, 1, [30, 1, 1])
+                .wrapping_add(h.row(1, at, 2, [10, 2, 2]))
+        );
+        assert_ne!(a, RowHasher::new().row(1, at, 1, [10, 1, 1]), "a new key");
     }
 }

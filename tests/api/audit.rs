@@ -971,4 +971,24 @@ async fn the_fast_loader_leaves_a_ledger_that_verifies(backend: Backend) {
             );
         }
     }
+    // `reserve verify` reads every other page on a second connection, then
+    // ledger_balances there: an edited row in the second page is named.
+    use diesel::connection::SimpleConnection;
+    conn.batch_execute(
+        "UPDATE ledger_balances SET balance_g = balance_g + 1 WHERE sequence = 7001",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reserve"))
+        .args(["--database-url", &url, "verify"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run reserve");
+    assert!(!out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["first_problem"]["kind"], "balances_mismatch",
+        "{report}"
+    );
+    assert_eq!(report["first_problem"]["sequence"], 7001, "{report}");
+    assert_eq!(report["entries_checked"], 7500, "{report}");
 }

@@ -29,6 +29,19 @@ fn raw(app: &TestApp) -> reserve::db::DbConn {
     reserve::db::establish(&reserve::db::DatabaseUrl::parse(app.db.url()).unwrap()).unwrap()
 }
 
+/// `reserve verify`'s report: the CLI reads with two connections in one
+/// snapshot (the API with one), and must name the same first problem.
+fn cli_verify(app: &TestApp) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reserve"))
+        .args(["--database-url", app.db.url(), "verify"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run reserve");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    })
+}
+
 fn problem(v: &Value) -> String {
     v["first_problem"]["problem"]
         .as_str()
@@ -451,6 +464,8 @@ async fn ledger_balances_rows_edited_deleted_or_added_are_caught(backend: Backen
         assert_eq!(v["first_problem"]["sequence"], sequence, "{v}");
         assert_eq!(v["first_problem"]["stockpile_id"], stockpile, "{v}");
         assert!(problem(v).contains(says), "{v}");
+        let cli = cli_verify(&app);
+        assert_eq!(cli["first_problem"], v["first_problem"], "{cli}");
     };
     let edits = [
         // An edited balance, in date order and behind a back-dated entry.
@@ -498,5 +513,33 @@ async fn ledger_balances_rows_edited_deleted_or_added_are_caught(backend: Backen
     ))
     .unwrap();
     caught(&app.verify().await, 99, nd, "6 rows for 5 entries");
+    conn.batch_execute("DELETE FROM ledger_balances WHERE sequence = 99")
+        .unwrap();
+    assert_eq!(app.verify().await["ok"], true);
+    // Edits that keep the row count and the sum of the balances: two rows'
+    // balances swapped, then a row moved to another stockpile.
+    conn.batch_execute(
+        "CREATE TABLE swap AS SELECT sequence, balance_g FROM ledger_balances WHERE sequence IN (1, 2);
+         UPDATE ledger_balances SET balance_g = (SELECT s.balance_g FROM swap s
+           WHERE s.sequence = 3 - ledger_balances.sequence) WHERE sequence IN (1, 2)",
+    )
+    .unwrap();
+    caught(&app.verify().await, 1, nd, "as of this entry");
+    conn.batch_execute(
+        "UPDATE ledger_balances SET balance_g = (SELECT s.balance_g FROM swap s
+           WHERE s.sequence = ledger_balances.sequence) WHERE sequence IN (1, 2)",
+    )
+    .unwrap();
+    assert_eq!(app.verify().await["ok"], true);
+    conn.batch_execute(&format!(
+        "UPDATE ledger_balances SET stockpile_id = {tb} WHERE sequence = 3"
+    ))
+    .unwrap();
+    caught(&app.verify().await, 3, nd, "no row");
+    conn.batch_execute(&format!(
+        "UPDATE ledger_balances SET stockpile_id = {nd} WHERE sequence = 3"
+    ))
+    .unwrap();
+    assert_eq!(app.verify().await["ok"], true);
     app.stop().await;
 }
