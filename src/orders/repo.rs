@@ -556,12 +556,15 @@ fn insert_allocation_rows(conn: &mut DbConn, orders: &[(i64, &[AllocationRow])])
     if values.is_empty() {
         return Ok(());
     }
-    // The shared connection type cannot write a multi-row INSERT.
-    let insert = diesel::insert_into(oa::table).values(values);
-    match conn {
-        DbConn::Postgres(c) => insert.execute(c)?,
-        DbConn::Sqlite(c) => insert.execute(c)?,
-    };
+    // The shared connection type cannot write a multi-row INSERT. 7 bind
+    // parameters a row: 7,000 a statement, under SQLite's 32,766.
+    for chunk in values.chunks(1000) {
+        let insert = diesel::insert_into(oa::table).values(chunk);
+        match conn {
+            DbConn::Postgres(c) => insert.execute(c)?,
+            DbConn::Sqlite(c) => insert.execute(c)?,
+        };
+    }
     Ok(())
 }
 

@@ -970,31 +970,15 @@ fn evaluate_all(
         triggered_by,
         now,
     };
-    let written = if batch.len() > 1 {
-        match conn.transaction(|c| round.write(c, &batch)) {
-            Ok(views) => Some(views),
-            Err(e) => {
-                tracing::warn!(error = %e, "writing the round's evaluations together failed; writing them rule by rule");
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let mut written: Vec<ApiResult<EvaluationView>> = match written {
-        Some(views) => views.into_iter().map(Ok).collect(),
-        // One rule, or the batch failed: rule by rule, as each would alone.
-        None => {
-            let mut views = Vec::with_capacity(batch.len());
-            for p in batch {
-                views.push(match isolation {
-                    Isolation::None => Ok(round.write_one(conn, p)?),
-                    Isolation::Savepoint => conn.transaction(|c| round.write_one(c, p)),
-                });
-            }
-            views
-        }
-    };
+    // In chunks, so that no statement passes the backends' bind parameter
+    // limits (SQLite 32,766; an order row takes 24).
+    let mut written: Vec<ApiResult<EvaluationView>> = Vec::with_capacity(batch.len());
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(ROUND_CHUNK));
+        let chunk = std::mem::replace(&mut rest, tail);
+        written.extend(round.write_chunk(conn, chunk, isolation)?);
+    }
     written.reverse();
     Ok(results
         .into_iter()
@@ -1106,7 +1090,40 @@ struct Round<'a> {
     now: DateTime<Utc>,
 }
 
+/// Rules a round writes together at most: 24 bind parameters an order row,
+/// 22 an evaluation row, so 12,000 a statement at most.
+const ROUND_CHUNK: usize = 500;
+
 impl Round<'_> {
+    /// Writes `batch` together in a savepoint; should that fail, rule by
+    /// rule, as each would alone (one rule goes that way at once). Returns
+    /// each rule's evaluation in `batch`'s order; with `Isolation::None` the
+    /// first failure fails the call.
+    fn write_chunk(
+        &self,
+        conn: &mut DbConn,
+        batch: Vec<Prepared>,
+        isolation: Isolation,
+    ) -> ApiResult<Vec<ApiResult<EvaluationView>>> {
+        if batch.len() > 1 {
+            match conn.transaction(|c| self.write(c, &batch)) {
+                Ok(views) => return Ok(views.into_iter().map(Ok).collect()),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "writing the round's evaluations together failed; writing them rule by rule"
+                ),
+            }
+        }
+        let mut views = Vec::with_capacity(batch.len());
+        for p in batch {
+            views.push(match isolation {
+                Isolation::None => Ok(self.write_one(conn, p)?),
+                Isolation::Savepoint => conn.transaction(|c| self.write_one(c, p)),
+            });
+        }
+        Ok(views)
+    }
+
     /// Writes the evaluations of `batch`: the proposed orders, the rules'
     /// states, the evaluations and the events, one statement per table.
     /// Returns the evaluations in `batch`'s order.
