@@ -81,16 +81,50 @@ pub fn data_horizons<S: AsRef<str>>(
     conn: &mut DbConn,
     elements: &[S],
 ) -> ApiResult<HashMap<String, NaiveDate>> {
-    let elements: Vec<&str> = elements.iter().map(AsRef::as_ref).collect();
-    let rows: Vec<(String, Option<NaiveDate>)> = f::table
-        .filter(f::element.eq_any(elements))
-        .group_by(f::element)
-        .select((f::element, diesel::dsl::max(f::period_end)))
-        .load(conn)?;
+    use diesel::sql_types::Text;
+    if elements.is_empty() {
+        return Ok(HashMap::new());
+    }
+    // Each element's newest period end is the last entry of its part of the
+    // (element, period_end) index: one probe an element. The GROUP BY this
+    // replaces read every flow of the elements (20,400 in scenario 9: 4-8 ms
+    // on PostgreSQL, twice a round of cover plus the rules).
+    let postgres = matches!(conn, DbConn::Postgres(_));
+    let sql = format!(
+        "{} SELECT e.element AS element, \
+         (SELECT MAX(f.period_end) FROM import_flows f WHERE f.element = e.element) AS horizon \
+         FROM e",
+        crate::events::repo::values_cte("e", &["element"], elements.len(), postgres, 1)
+    );
+    let rows: Vec<Horizon> = match conn {
+        DbConn::Postgres(c) => {
+            let mut q = diesel::sql_query(sql).into_boxed();
+            for e in elements {
+                q = q.bind::<Text, _>(e.as_ref());
+            }
+            q.load(c)?
+        }
+        DbConn::Sqlite(c) => {
+            let mut q = diesel::sql_query(sql).into_boxed();
+            for e in elements {
+                q = q.bind::<Text, _>(e.as_ref());
+            }
+            q.load(c)?
+        }
+    };
     Ok(rows
         .into_iter()
-        .filter_map(|(e, h)| h.map(|h| (e, h)))
+        .filter_map(|r| r.horizon.map(|h| (r.element, h)))
         .collect())
+}
+
+/// An element's newest period end, if it has flows.
+#[derive(QueryableByName)]
+struct Horizon {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    element: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Date>)]
+    horizon: Option<NaiveDate>,
 }
 
 /// What one ingest did.

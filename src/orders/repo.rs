@@ -31,6 +31,7 @@ use crate::http::pagination::{Order, PageRequest};
 use crate::ledger::model::{EntryDetails, EntryKind, Leg, StockpileKey};
 use crate::ledger::post::{self, OrderLink, Posting};
 use crate::ledger::repo::EntryRecord;
+use crate::policy::model::ElementPolicy;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = ro)]
@@ -238,13 +239,31 @@ fn write_transition(
             ot::note.eq(note),
         ))
         .execute(conn)?;
+    let e = transition_event(id, actor, t, note, at);
     events::repo::stage(
         conn,
-        &format!("order.{}", t.to.as_str()),
-        Some(t.element),
+        &e.kind,
+        e.element.as_deref(),
         None,
-        Some(&format!("order:{id}")),
-        &serde_json::json!({
+        e.subject.as_deref(),
+        &e.data,
+    )
+}
+
+/// The event a transition stages.
+fn transition_event(
+    id: i64,
+    actor: &str,
+    t: &Transition,
+    note: Option<&str>,
+    at: DateTime<Utc>,
+) -> events::repo::NewEvent {
+    events::repo::NewEvent {
+        kind: format!("order.{}", t.to.as_str()),
+        element: Some(t.element.to_string()),
+        depot: None,
+        subject: Some(format!("order:{id}")),
+        data: serde_json::json!({
             "order_id": id,
             "kind": t.kind,
             "element": t.element,
@@ -254,7 +273,7 @@ fn write_transition(
             "at": types::rfc3339(at),
             "note": note,
         }),
-    )
+    }
 }
 
 /// Announces each exchange that has become overdue, once: the
@@ -301,10 +320,33 @@ pub fn announce_overdue(conn: &mut DbConn, slot: DateTime<Utc>) -> ApiResult<Str
 }
 
 /// Stockpiles of the order's material at active depots, as allocation input.
-struct Supply {
+pub struct Supply {
     depot_id: i64,
     stockpile_id: i64,
     supply: model::DepotSupply,
+}
+
+impl Supply {
+    /// A stockpile at an active depot (code `depot`, shipping at most
+    /// `rate_g_per_day`), holding `on_hand_g` of which `reserved_g` reserved.
+    pub fn new(
+        depot_id: i64,
+        stockpile_id: i64,
+        depot: String,
+        on_hand_g: i64,
+        reserved_g: i64,
+        rate_g_per_day: i64,
+    ) -> Supply {
+        Supply {
+            depot_id,
+            stockpile_id,
+            supply: model::DepotSupply {
+                depot,
+                available_g: on_hand_g - reserved_g,
+                rate_g_per_day,
+            },
+        }
+    }
 }
 
 fn supplies(conn: &mut DbConn, element: &str, form: &str, grade: &str) -> ApiResult<Vec<Supply>> {
@@ -325,17 +367,9 @@ fn supplies(conn: &mut DbConn, element: &str, form: &str, grade: &str) -> ApiRes
         .load(conn)?;
     Ok(rows
         .into_iter()
-        .map(
-            |(depot_id, stockpile_id, code, on_hand, reserved, rate)| Supply {
-                depot_id,
-                stockpile_id,
-                supply: model::DepotSupply {
-                    depot: code,
-                    available_g: on_hand - reserved,
-                    rate_g_per_day: rate,
-                },
-            },
-        )
+        .map(|(depot_id, stockpile_id, code, on_hand, reserved, rate)| {
+            Supply::new(depot_id, stockpile_id, code, on_hand, reserved, rate)
+        })
         .collect())
 }
 
@@ -349,9 +383,27 @@ fn plan(
     quantity_g: i64,
 ) -> ApiResult<(model::Plan, Vec<Supply>)> {
     let supplies = supplies(conn, element, form, grade)?;
-    let inputs: Vec<model::DepotSupply> = supplies.iter().map(|s| s.supply.clone()).collect();
     let start = today();
-    let plan = model::allocate(quantity_g, &inputs, start).map_err(|e| match e {
+    let plan = allocation(element, form, grade, quantity_g, &supplies, start)?;
+    let policy = crate::policy::repo::current(conn, element)?.policy();
+    check_limits(kind, element, quantity_g, &plan, start, &policy, || {
+        crate::ledger::limits::holding(conn, element)
+    })?;
+    Ok((plan, supplies))
+}
+
+/// The allocation of `quantity_g` of the material over `supplies`, starting
+/// on `start`; 409 when the depots hold too little.
+fn allocation(
+    element: &str,
+    form: &str,
+    grade: &str,
+    quantity_g: i64,
+    supplies: &[Supply],
+    start: NaiveDate,
+) -> ApiResult<model::Plan> {
+    let inputs: Vec<model::DepotSupply> = supplies.iter().map(|s| s.supply.clone()).collect();
+    model::allocate(quantity_g, &inputs, start).map_err(|e| match e {
         model::AllocationError::Insufficient { available_g, requested_g } => ApiError::conflict(
             "insufficient-stock",
             format!(
@@ -365,8 +417,21 @@ fn plan(
                 "requested_kg": Grams(requested_g).to_kg_string(),
             }),
         ),
-    })?;
-    let policy = crate::policy::repo::current(conn, element)?.policy();
+    })
+}
+
+/// Checks a planned order against the element's policy and reserve floor;
+/// `holding` (grams on hand and reserved, every depot) is asked only when a
+/// floor applies.
+fn check_limits(
+    kind: OrderKind,
+    element: &str,
+    quantity_g: i64,
+    plan: &model::Plan,
+    start: NaiveDate,
+    policy: &ElementPolicy,
+    holding: impl FnOnce() -> ApiResult<(i64, i64)>,
+) -> ApiResult<()> {
     let plan_days = (plan.expected_completion - start).num_days() + 1;
     model::check_policy(
         kind,
@@ -395,7 +460,7 @@ fn plan(
     })?;
     let floor = policy.reserve_floor.map(|g| g.0);
     if let Some(floor) = floor.filter(|_| kind != OrderKind::EmergencyDrawdown) {
-        let (on_hand, reserved) = crate::ledger::limits::holding(conn, element)?;
+        let (on_hand, reserved) = holding()?;
         let after = on_hand - reserved - quantity_g;
         if after < floor {
             return Err(ApiError::conflict(
@@ -414,7 +479,7 @@ fn plan(
             ));
         }
     }
-    Ok((plan, supplies))
+    Ok(())
 }
 
 fn store_allocation(
@@ -431,32 +496,154 @@ fn store_allocation(
     Ok(())
 }
 
+/// One row of a new order's allocation.
+struct AllocationRow {
+    depot_id: i64,
+    stockpile_id: i64,
+    quantity_g: i64,
+    deliver_by: NaiveDate,
+}
+
+/// The allocation rows of `plan`, which was made from `supplies`.
+fn allocation_rows(plan: &model::Plan, supplies: &[Supply]) -> ApiResult<Vec<AllocationRow>> {
+    plan.allocations
+        .iter()
+        .map(|a| {
+            let s = supplies
+                .iter()
+                .find(|s| s.supply.depot == a.depot)
+                .ok_or_else(|| {
+                    ApiError::internal(anyhow::anyhow!("allocation names an unknown depot"))
+                })?;
+            Ok(AllocationRow {
+                depot_id: s.depot_id,
+                stockpile_id: s.stockpile_id,
+                quantity_g: a.quantity_g,
+                deliver_by: a.deliver_by,
+            })
+        })
+        .collect()
+}
+
 fn insert_allocation(
     conn: &mut DbConn,
     id: i64,
     plan: &model::Plan,
     supplies: &[Supply],
 ) -> ApiResult<()> {
-    for a in &plan.allocations {
-        let s = supplies
-            .iter()
-            .find(|s| s.supply.depot == a.depot)
-            .ok_or_else(|| {
-                ApiError::internal(anyhow::anyhow!("allocation names an unknown depot"))
-            })?;
-        diesel::insert_into(oa::table)
-            .values((
-                oa::order_id.eq(id),
-                oa::depot_id.eq(s.depot_id),
-                oa::stockpile_id.eq(Some(s.stockpile_id)),
-                oa::quantity_g.eq(a.quantity_g),
-                oa::reserved_g.eq(0i64),
-                oa::released_g.eq(0i64),
-                oa::deliver_by.eq(a.deliver_by),
-            ))
-            .execute(conn)?;
+    let rows = allocation_rows(plan, supplies)?;
+    insert_allocation_rows(conn, &[(id, &rows)])
+}
+
+/// The allocation rows of several orders, by order id, in one statement.
+fn insert_allocation_rows(conn: &mut DbConn, orders: &[(i64, &[AllocationRow])]) -> ApiResult<()> {
+    let values: Vec<_> = orders
+        .iter()
+        .flat_map(|(id, rows)| {
+            rows.iter().map(move |a| {
+                (
+                    oa::order_id.eq(*id),
+                    oa::depot_id.eq(a.depot_id),
+                    oa::stockpile_id.eq(Some(a.stockpile_id)),
+                    oa::quantity_g.eq(a.quantity_g),
+                    oa::reserved_g.eq(0i64),
+                    oa::released_g.eq(0i64),
+                    oa::deliver_by.eq(a.deliver_by),
+                )
+            })
+        })
+        .collect();
+    if values.is_empty() {
+        return Ok(());
+    }
+    // The shared connection type cannot write a multi-row INSERT. 7 bind
+    // parameters a row: 7,000 a statement, under SQLite's 32,766.
+    for chunk in values.chunks(1000) {
+        let insert = diesel::insert_into(oa::table).values(chunk);
+        match conn {
+            DbConn::Postgres(c) => insert.execute(c)?,
+            DbConn::Sqlite(c) => insert.execute(c)?,
+        };
     }
     Ok(())
+}
+
+/// A new order's row, as `propose` stores it.
+#[derive(Insertable)]
+#[diesel(table_name = ro, treat_none_as_default_value = false)]
+struct NewOrderRow<'a> {
+    kind: &'a str,
+    status: &'a str,
+    element: &'a str,
+    form: &'a str,
+    grade: &'a str,
+    quantity_g: i64,
+    method: &'a str,
+    authority: &'a str,
+    reason: &'a str,
+    counterparty: Option<&'a str>,
+    emergency_finding: Option<&'a str>,
+    law: Option<&'a str>,
+    fiscal_year: Option<i32>,
+    premium_percent: Option<String>,
+    return_due: Option<NaiveDate>,
+    late_premium_percent_per_day: Option<String>,
+    released_g: i64,
+    returned_g: i64,
+    proposed_by: &'a str,
+    rule_id: Option<i64>,
+    expected_completion: Option<NaiveDate>,
+    version: i64,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+impl<'a> NewOrderRow<'a> {
+    fn of(
+        o: &'a NewOrder,
+        plan: &model::Plan,
+        actor: &'a str,
+        rule_id: Option<i64>,
+        now: NaiveDateTime,
+    ) -> NewOrderRow<'a> {
+        NewOrderRow {
+            kind: o.kind.as_str(),
+            status: Status::Proposed.as_str(),
+            element: o.element.as_str(),
+            form: o.form.as_str(),
+            grade: o.grade.as_str(),
+            quantity_g: o.quantity.0,
+            method: o.method.as_str(),
+            authority: &o.authority,
+            reason: &o.reason,
+            counterparty: o.counterparty.as_deref(),
+            emergency_finding: o.emergency_finding.as_deref(),
+            law: o.law.as_deref(),
+            fiscal_year: o.fiscal_year,
+            premium_percent: o.premium_percent.map(|d| d.to_string()),
+            return_due: o.return_due,
+            late_premium_percent_per_day: o.late_premium_percent_per_day.map(|d| d.to_string()),
+            released_g: 0,
+            returned_g: 0,
+            proposed_by: actor,
+            rule_id,
+            expected_completion: Some(plan.expected_completion),
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+/// A new order's first transition: from nothing to `proposed`.
+fn first_transition(o: &NewOrder) -> Transition<'_> {
+    Transition {
+        seq: 1,
+        kind: o.kind.as_str(),
+        element: o.element.as_str(),
+        from: None,
+        to: Status::Proposed,
+    }
 }
 
 /// Proposes an order: validates it against the policy, plans its
@@ -472,8 +659,7 @@ pub fn propose(
     view(conn, id)
 }
 
-/// `propose` without reading the order back: the new order's id. A release
-/// rule's firing needs no more, and saves four queries a firing.
+/// `propose` without reading the order back: the new order's id.
 pub fn propose_new(
     conn: &mut DbConn,
     actor: &str,
@@ -482,48 +668,130 @@ pub fn propose_new(
 ) -> ApiResult<i64> {
     let (element, form, grade) = (o.element.as_str(), o.form.as_str(), o.grade.as_str());
     let (plan, supplies) = plan(conn, o.kind, element, form, grade, o.quantity.0)?;
+    let allocations = allocation_rows(&plan, &supplies)?;
     let now = types::to_db(types::now());
     let id: i64 = diesel::insert_into(ro::table)
-        .values((
-            ro::kind.eq(o.kind.as_str()),
-            ro::status.eq(Status::Proposed.as_str()),
-            ro::element.eq(element),
-            ro::form.eq(form),
-            ro::grade.eq(grade),
-            ro::quantity_g.eq(o.quantity.0),
-            ro::method.eq(o.method.as_str()),
-            ro::authority.eq(&o.authority),
-            ro::reason.eq(&o.reason),
-            ro::counterparty.eq(&o.counterparty),
-            ro::emergency_finding.eq(&o.emergency_finding),
-            ro::law.eq(&o.law),
-            ro::fiscal_year.eq(o.fiscal_year),
-            ro::premium_percent.eq(o.premium_percent.map(|d| d.to_string())),
-            ro::return_due.eq(o.return_due),
-            ro::late_premium_percent_per_day
-                .eq(o.late_premium_percent_per_day.map(|d| d.to_string())),
-            ro::released_g.eq(0i64),
-            ro::returned_g.eq(0i64),
-            ro::proposed_by.eq(actor),
-            ro::rule_id.eq(rule_id),
-            ro::expected_completion.eq(Some(plan.expected_completion)),
-            ro::version.eq(1i64),
-            ro::created_at.eq(now),
-            ro::updated_at.eq(now),
-        ))
+        .values(NewOrderRow::of(o, &plan, actor, rule_id, now))
         .returning(ro::id)
         .get_result(conn)?;
     // A new order: no allocation to replace, no transition before.
-    insert_allocation(conn, id, &plan, &supplies)?;
-    let first = Transition {
-        seq: 1,
-        kind: o.kind.as_str(),
-        element,
-        from: None,
-        to: Status::Proposed,
-    };
-    write_transition(conn, id, actor, &first, None)?;
+    insert_allocation_rows(conn, &[(id, &allocations)])?;
+    write_transition(conn, id, actor, &first_transition(o), None)?;
     Ok(id)
+}
+
+/// A new order planned and checked on stock and a policy read beforehand:
+/// what [`insert_proposed`] stores.
+pub struct Planned {
+    order: NewOrder,
+    plan: model::Plan,
+    allocations: Vec<AllocationRow>,
+}
+
+/// Plans `o` on `supplies` (its material at active depots) from `start`, and
+/// checks it against its element's `policy` and `holding` (grams on hand and
+/// reserved at every depot): what `propose` does on what it reads itself,
+/// for a caller that read all of it for many orders at once. Refuses as
+/// `propose` would.
+pub fn plan_new(
+    o: NewOrder,
+    supplies: &[Supply],
+    policy: &ElementPolicy,
+    holding: (i64, i64),
+    start: NaiveDate,
+) -> ApiResult<Planned> {
+    let (element, form, grade) = (o.element.as_str(), o.form.as_str(), o.grade.as_str());
+    let quantity_g = o.quantity.0;
+    let plan = allocation(element, form, grade, quantity_g, supplies, start)?;
+    check_limits(o.kind, element, quantity_g, &plan, start, policy, || {
+        Ok(holding)
+    })?;
+    let allocations = allocation_rows(&plan, supplies)?;
+    Ok(Planned {
+        order: o,
+        plan,
+        allocations,
+    })
+}
+
+/// Stores orders that release rules propose, each as `propose_new` would:
+/// the orders, their allocations and their first transitions, one statement
+/// per table for all of them. `proposals` are (rule id, actor, order), one
+/// per rule. Returns each order's id and its `order.proposed` event, in the
+/// order given; the caller stages the events where they belong among its own.
+pub fn insert_proposed(
+    conn: &mut DbConn,
+    proposals: &[(i64, &str, &Planned)],
+) -> ApiResult<Vec<(i64, events::repo::NewEvent)>> {
+    if proposals.is_empty() {
+        return Ok(Vec::new());
+    }
+    let at = types::now();
+    let now = types::to_db(at);
+    let rows: Vec<NewOrderRow> = proposals
+        .iter()
+        .map(|(rule, actor, p)| NewOrderRow::of(&p.order, &p.plan, actor, Some(*rule), now))
+        .collect();
+    let insert = diesel::insert_into(ro::table)
+        .values(rows)
+        .returning((ro::id, ro::rule_id));
+    // RETURNING's row order is unspecified (SQLite says so): match by rule.
+    let stored: Vec<(i64, Option<i64>)> = match conn {
+        DbConn::Postgres(c) => insert.get_results(c)?,
+        DbConn::Sqlite(c) => insert.get_results(c)?,
+    };
+    let by_rule: std::collections::HashMap<i64, i64> = stored
+        .into_iter()
+        .filter_map(|(id, rule)| rule.map(|r| (r, id)))
+        .collect();
+    let ids: Vec<i64> = proposals
+        .iter()
+        .map(|(rule, _, _)| {
+            by_rule.get(rule).copied().ok_or_else(|| {
+                ApiError::internal(anyhow::anyhow!("no order stored for rule {rule}"))
+            })
+        })
+        .collect::<ApiResult<_>>()?;
+    if by_rule.len() != proposals.len() {
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "two proposals of one rule in one batch"
+        )));
+    }
+    let allocations: Vec<(i64, &[AllocationRow])> = ids
+        .iter()
+        .zip(proposals)
+        .map(|(id, (_, _, p))| (*id, p.allocations.as_slice()))
+        .collect();
+    insert_allocation_rows(conn, &allocations)?;
+    let transitions: Vec<_> = ids
+        .iter()
+        .zip(proposals)
+        .map(|(id, (_, actor, p))| {
+            let t = first_transition(&p.order);
+            (
+                ot::order_id.eq(*id),
+                ot::seq.eq(t.seq),
+                ot::at.eq(now),
+                ot::actor.eq(*actor),
+                ot::from_status.eq(t.from),
+                ot::to_status.eq(t.to.as_str()),
+                ot::note.eq(None::<&str>),
+            )
+        })
+        .collect();
+    let insert = diesel::insert_into(ot::table).values(transitions);
+    match conn {
+        DbConn::Postgres(c) => insert.execute(c)?,
+        DbConn::Sqlite(c) => insert.execute(c)?,
+    };
+    Ok(ids
+        .iter()
+        .zip(proposals)
+        .map(|(&id, (_, actor, p))| {
+            let event = transition_event(id, actor, &first_transition(&p.order), None, at);
+            (id, event)
+        })
+        .collect())
 }
 
 /// Approval by a second person: plans again on today's stock and reserves

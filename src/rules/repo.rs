@@ -22,6 +22,7 @@ use crate::db::schema::{
 use crate::db::types::{self, Grams};
 use crate::db::DbConn;
 use crate::error::{ApiError, ApiResult};
+use crate::events::repo::NewEvent;
 use crate::http::pagination::{Order, PageRequest};
 use crate::orders::model::OrderKind;
 
@@ -437,14 +438,18 @@ pub struct Holding {
     pub unreserved_element_g: Decimal,
 }
 
-/// One stockpile as a firing is sized against it.
+/// One stockpile as a firing is sized against it and its order planned on.
 struct StockpileRow {
+    id: i64,
     element: String,
     form: String,
     grade: String,
     on_hand_g: i64,
     reserved_g: i64,
+    depot_id: i64,
+    depot: String,
     depot_active: bool,
+    depot_rate_g_per_day: i64,
 }
 
 /// The stock of some elements, their forms' element-mass factors and their
@@ -459,28 +464,61 @@ impl StockBook {
     pub fn load<S: AsRef<str>>(conn: &mut DbConn, elements: &[S]) -> ApiResult<StockBook> {
         use crate::db::schema::depots;
         let names: Vec<&str> = elements.iter().map(AsRef::as_ref).collect();
-        let rows: Vec<(String, String, String, i64, i64, String)> = stockpiles::table
+        type Row = (
+            i64,
+            String,
+            String,
+            String,
+            i64,
+            i64,
+            i64,
+            String,
+            String,
+            i64,
+        );
+        let rows: Vec<Row> = stockpiles::table
             .inner_join(depots::table)
             .filter(stockpiles::element.eq_any(&names))
             .select((
+                stockpiles::id,
                 stockpiles::element,
                 stockpiles::form,
                 stockpiles::grade,
                 stockpiles::on_hand_g,
                 stockpiles::reserved_g,
+                depots::id,
+                depots::code,
                 depots::status,
+                depots::max_drawdown_g_per_day,
             ))
             .load(conn)?;
         let stockpiles = rows
             .into_iter()
             .map(
-                |(element, form, grade, on_hand_g, reserved_g, status)| StockpileRow {
+                |(
+                    id,
                     element,
                     form,
                     grade,
                     on_hand_g,
                     reserved_g,
-                    depot_active: status == "active",
+                    depot_id,
+                    depot,
+                    status,
+                    rate,
+                )| {
+                    StockpileRow {
+                        id,
+                        element,
+                        form,
+                        grade,
+                        on_hand_g,
+                        reserved_g,
+                        depot_id,
+                        depot,
+                        depot_active: status == "active",
+                        depot_rate_g_per_day: rate,
+                    }
                 },
             )
             .collect();
@@ -516,6 +554,35 @@ impl StockBook {
                 .map(owned),
             _ => by_material.iter().max_by_key(|(_, a)| **a).map(owned),
         }
+    }
+
+    /// The stockpiles of a material at active depots: what `orders::repo`
+    /// plans its order on (its `supplies`).
+    fn supplies(&self, element: &str, form: &str, grade: &str) -> Vec<crate::orders::repo::Supply> {
+        self.stockpiles
+            .iter()
+            .filter(|s| s.element == element && s.form == form && s.grade == grade)
+            .filter(|s| s.depot_active)
+            .map(|s| {
+                crate::orders::repo::Supply::new(
+                    s.depot_id,
+                    s.id,
+                    s.depot.clone(),
+                    s.on_hand_g,
+                    s.reserved_g,
+                    s.depot_rate_g_per_day,
+                )
+            })
+            .collect()
+    }
+
+    /// Grams of the element on hand and reserved, every form at every depot:
+    /// what `ledger::limits::holding` sums.
+    fn totals(&self, element: &str) -> (i64, i64) {
+        self.stockpiles
+            .iter()
+            .filter(|s| s.element == element)
+            .fold((0, 0), |(h, r), s| (h + s.on_hand_g, r + s.reserved_g))
     }
 
     /// The element's holding over the forms with a known factor, every depot.
@@ -593,6 +660,7 @@ fn describe(rule: &RuleRow, m: &Measurement) -> String {
 }
 
 /// The outcome of the decision part of an evaluation.
+#[derive(Clone)]
 struct Outcome {
     reason: Reason,
     detail: String,
@@ -601,17 +669,43 @@ struct Outcome {
     state: State,
 }
 
-/// Sizes and proposes the order for a rule that is ready to fire. The
-/// proposal runs in a savepoint: if the orders code refuses it, only the
-/// proposal rolls back and the evaluation is stored with the refusal.
+/// The order a firing proposes, planned and checked, to be stored with the
+/// evaluation; `unfired` is the outcome should storing it be refused.
+struct Proposal {
+    planned: crate::orders::repo::Planned,
+    form: String,
+    grade: String,
+    unfired: Outcome,
+}
+
+/// The detail of an evaluation whose order was refused, from the refusal;
+/// any other error is the evaluation's failure.
+fn refusal(e: ApiError) -> ApiResult<String> {
+    match e {
+        ApiError::Validation(fields) => Ok(format!(
+            "the release order was refused: {}",
+            fields
+                .iter()
+                .map(|f| format!("{}: {}", f.field, f.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )),
+        e @ ApiError::Conflict { .. } => Ok(format!("the release order was refused: {e}")),
+        e => Err(e),
+    }
+}
+
+/// Sizes, plans and checks the order for a rule that is ready to fire, on
+/// the stock and policies read for the round. A refusal (the checks
+/// `orders::repo::propose` makes) is the evaluation's outcome, not an error.
+/// The order itself is stored with the other writes.
 fn fire(
-    conn: &mut DbConn,
     book: &StockBook,
     rule: &RuleRow,
     m: &Measurement,
     state: State,
     now: DateTime<Utc>,
-) -> ApiResult<Outcome> {
+) -> ApiResult<(Outcome, Option<Proposal>)> {
     let not_fired = |reason, detail: String, sizing| Outcome {
         reason,
         detail,
@@ -620,9 +714,12 @@ fn fire(
         state,
     };
     let Some((form, grade, available_g)) = book.material(rule) else {
-        return Ok(not_fired(
-            Reason::FloorLeavesNothing,
-            format!("the reserve holds no {} to release", rule.element),
+        return Ok((
+            not_fired(
+                Reason::FloorLeavesNothing,
+                format!("the reserve holds no {} to release", rule.element),
+                None,
+            ),
             None,
         ));
     };
@@ -636,7 +733,10 @@ fn fire(
                 Grams(sizing.proposed_g.max(0))
             )
         });
-        return Ok(not_fired(Reason::FloorLeavesNothing, why, Some(sizing)));
+        return Ok((
+            not_fired(Reason::FloorLeavesNothing, why, Some(sizing)),
+            None,
+        ));
     }
     let reason_text = format!("Release rule {}: {}", rule.id, describe(rule, m));
     let order = firing_order(
@@ -649,45 +749,40 @@ fn fire(
         &rule.template(),
         now.date_naive(),
     );
-    let actor = format!("rule:{}", rule.id);
-    let proposed = order.and_then(|o| {
-        conn.transaction(|c| crate::orders::repo::propose_new(c, &actor, &o, Some(rule.id)))
+    let policy = book.policies.get(&rule.element)?.policy();
+    let planned = order.and_then(|o| {
+        crate::orders::repo::plan_new(
+            o,
+            &book.supplies(&rule.element, &form, &grade),
+            &policy,
+            book.totals(&rule.element),
+            now.date_naive(),
+        )
     });
-    match proposed {
-        Ok(order_id) => Ok(Outcome {
-            reason: Reason::Fired,
-            detail: format!(
-                "fired: proposed release order {} for {} kg of {} {} grade {}, bound by {}; {}",
-                order_id,
-                sizing.proposed_kg,
-                rule.element,
-                form,
-                grade,
-                sizing.bound_by,
-                describe(rule, m)
-            ),
-            sizing: Some(sizing),
-            order_id: Some(order_id),
-            state: model::fired(&state, now),
-        }),
-        Err(ApiError::Validation(fields)) => Ok(not_fired(
-            Reason::OrderRefused,
-            format!(
-                "the release order was refused: {}",
-                fields
-                    .iter()
-                    .map(|f| format!("{}: {}", f.field, f.message))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-            Some(sizing),
+    match planned {
+        Ok(planned) => {
+            let unfired = not_fired(Reason::OrderRefused, String::new(), Some(sizing.clone()));
+            Ok((
+                Outcome {
+                    reason: Reason::Fired,
+                    // Names the order: written once it is stored.
+                    detail: String::new(),
+                    sizing: Some(sizing),
+                    order_id: None,
+                    state: model::fired(&state, now),
+                },
+                Some(Proposal {
+                    planned,
+                    form,
+                    grade,
+                    unfired,
+                }),
+            ))
+        }
+        Err(e) => Ok((
+            not_fired(Reason::OrderRefused, refusal(e)?, Some(sizing)),
+            None,
         )),
-        Err(e @ ApiError::Conflict { .. }) => Ok(not_fired(
-            Reason::OrderRefused,
-            format!("the release order was refused: {e}"),
-            Some(sizing),
-        )),
-        Err(e) => Err(e),
     }
 }
 
@@ -796,9 +891,11 @@ fn measure_all(conn: &mut DbConn, rules: &[RuleRow]) -> ApiResult<Vec<Reading>> 
 /// Evaluates the live rules among `ids` once each and stores their
 /// evaluations, in id order. Takes every rule's lock first, then reads what
 /// all of them need in a few queries (flows, open orders, stock, policies),
-/// decides each with `model`, and writes each rule's outcome (its state, the
-/// evaluation, the proposed order, the event), in a savepoint of its own
-/// with `Isolation::Savepoint`.
+/// decides each with `model`, and writes every rule's outcome (its state,
+/// the evaluation, the proposed order, the events) in one statement per
+/// table for all the rules. Should that fail, each rule's writes are made
+/// again on their own, so that only the rule that fails fails (with
+/// `Isolation::Savepoint`, in a savepoint of its own).
 fn evaluate_all(
     conn: &mut DbConn,
     ids: &[i64],
@@ -847,7 +944,10 @@ fn evaluate_all(
             .transpose()?;
         (open, book)
     };
-    let mut views = Vec::with_capacity(rules.len());
+    // Decide every rule first: nothing is written yet, so a rule that fails
+    // here leaves nothing to roll back.
+    let mut results: Vec<(i64, Option<ApiResult<EvaluationView>>)> = Vec::new();
+    let mut batch: Vec<Prepared> = Vec::new();
     for ((rule, reading), step) in rules.iter().zip(&readings).zip(steps) {
         let decided = Decided {
             rule,
@@ -856,18 +956,44 @@ fn evaluate_all(
             open: open.get(&rule.id).copied(),
             book: book.as_ref(),
         };
-        let view = match isolation {
-            Isolation::None => Ok(decided.store(conn, trigger, triggered_by, now)?),
-            Isolation::Savepoint => {
-                conn.transaction(|c| decided.store(c, trigger, triggered_by, now))
+        match decided.prepare(now) {
+            Ok(p) => {
+                results.push((rule.id, None));
+                batch.push(p);
             }
-        };
-        views.push((rule.id, view));
+            Err(e) if isolation == Isolation::Savepoint => results.push((rule.id, Some(Err(e)))),
+            Err(e) => return Err(e),
+        }
     }
-    Ok(views)
+    let round = Round {
+        trigger,
+        triggered_by,
+        now,
+    };
+    // In chunks, so that no statement passes the backends' bind parameter
+    // limits (SQLite 32,766; an order row takes 24).
+    let mut written: Vec<ApiResult<EvaluationView>> = Vec::with_capacity(batch.len());
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(ROUND_CHUNK));
+        let chunk = std::mem::replace(&mut rest, tail);
+        written.extend(round.write_chunk(conn, chunk, isolation)?);
+    }
+    written.reverse();
+    Ok(results
+        .into_iter()
+        .map(|(id, r)| {
+            let r = r.or_else(|| written.pop()).unwrap_or_else(|| {
+                Err(ApiError::internal(anyhow::anyhow!(
+                    "rule {id}: no evaluation written"
+                )))
+            });
+            (id, r)
+        })
+        .collect())
 }
 
-/// One rule's evaluation, measured and stepped, ready to be stored.
+/// One rule's evaluation, measured and stepped, ready to be decided.
 struct Decided<'a> {
     rule: &'a RuleRow,
     reading: &'a Reading,
@@ -876,94 +1002,216 @@ struct Decided<'a> {
     book: Option<&'a StockBook>,
 }
 
-impl Decided<'_> {
-    /// Fires the rule if it is ready, then stores its state, the evaluation
-    /// and, when it fired, the event.
-    fn store(
-        &self,
-        conn: &mut DbConn,
-        trigger: Trigger,
-        triggered_by: &str,
-        now: DateTime<Utc>,
-    ) -> ApiResult<EvaluationView> {
-        let (rule, id) = (self.rule, self.rule.id);
+impl<'a> Decided<'a> {
+    /// Decides the rule: whether it fires, what it proposes, its new state.
+    fn prepare(&self, now: DateTime<Utc>) -> ApiResult<Prepared<'a>> {
+        let rule = self.rule;
         let settings = rule.settings();
         let (horizon, measurement) = (self.reading.horizon, &self.reading.measurement);
         let mut step = self.step.clone();
         if step.verdict.is_ok() && self.open.is_some() {
             step = model::step(&settings, &rule.state(), measurement.as_ref(), true, now);
         }
-        let outcome = match (&step.verdict, measurement, self.book) {
-            (Ok(()), Some(m), Some(book)) => fire(conn, book, rule, m, step.state, now)?,
-            (Err(reason), _, _) => Outcome {
-                reason: *reason,
-                detail: explain(
-                    rule,
-                    *reason,
-                    measurement.as_ref(),
-                    horizon,
-                    self.open,
-                    &step.state,
-                ),
-                sizing: None,
-                order_id: None,
-                state: step.state,
-            },
+        let (outcome, proposal) = match (&step.verdict, measurement, self.book) {
+            (Ok(()), Some(m), Some(book)) => fire(book, rule, m, step.state, now)?,
+            (Err(reason), _, _) => (
+                Outcome {
+                    reason: *reason,
+                    detail: explain(
+                        rule,
+                        *reason,
+                        measurement.as_ref(),
+                        horizon,
+                        self.open,
+                        &step.state,
+                    ),
+                    sizing: None,
+                    order_id: None,
+                    state: step.state,
+                },
+                None,
+            ),
             (Ok(()), _, _) => unreachable!("a rule without data or stock read never fires"),
         };
-        diesel::update(rr::table.filter(rr::id.eq(id)))
-            .set((
-                rr::consecutive.eq(outcome.state.consecutive),
-                rr::armed.eq(outcome.state.armed),
-                rr::last_fired_at.eq(outcome.state.last_fired_at.map(types::to_db)),
-                rr::evaluation_count.eq(rr::evaluation_count + 1),
-            ))
-            .execute(conn)?;
-        let m = measurement.as_ref();
-        let fired = outcome.reason == Reason::Fired;
-        let stored: EvaluationRow = diesel::insert_into(ev::table)
-            .values((
-                ev::rule_id.eq(id),
-                ev::rule_version.eq(rule.version),
-                ev::at.eq(types::to_db(now)),
-                ev::trigger.eq(trigger.as_str()),
-                ev::slot.eq(trigger.slot()),
-                ev::triggered_by.eq(triggered_by),
-                ev::data_horizon.eq(horizon),
-                ev::window_start.eq(m.map(|m| m.window.0)),
-                ev::window_end.eq(m.map(|m| m.window.1)),
-                ev::baseline_start.eq(m.map(|m| m.baseline.0)),
-                ev::baseline_end.eq(m.map(|m| m.baseline.1)),
-                ev::window_kg_per_day.eq(m.map(|m| model::kg_per_day(m.window_g_per_day))),
-                ev::baseline_kg_per_day.eq(m.map(|m| model::kg_per_day(m.baseline_g_per_day))),
-                ev::drop_percent.eq(m.map(|m| model::percent(m.drop_percent))),
-                ev::breach.eq(step.breach),
-                ev::consecutive.eq(outcome.state.consecutive),
-                ev::decision.eq(if fired { "fired" } else { "not_fired" }),
-                ev::reason.eq(outcome.reason.as_str()),
-                ev::detail.eq(&outcome.detail),
-                ev::sizing.eq(outcome
-                    .sizing
-                    .as_ref()
-                    .map(|s| serde_json::to_string(s).unwrap_or_default())),
-                ev::proposed_g.eq(outcome
-                    .sizing
-                    .as_ref()
-                    .filter(|_| fired)
-                    .map(|s| s.proposed_g)),
-                ev::order_id.eq(outcome.order_id),
-            ))
-            .returning(ev::all_columns)
-            .get_result(conn)?;
-        let view = evaluation_view(stored);
-        if fired {
-            crate::events::repo::stage(
-                conn,
-                crate::events::model::RULE_FIRED,
-                Some(&rule.element),
-                None,
-                Some(&format!("rule:{id}")),
-                &serde_json::json!({
+        Ok(Prepared {
+            rule,
+            reading: self.reading,
+            breach: step.breach,
+            outcome,
+            proposal,
+        })
+    }
+}
+
+/// One rule's evaluation decided, to be written: its outcome and, when it
+/// fires, the order it proposes.
+struct Prepared<'a> {
+    rule: &'a RuleRow,
+    reading: &'a Reading,
+    breach: bool,
+    outcome: Outcome,
+    proposal: Option<Proposal>,
+}
+
+impl Prepared<'_> {
+    /// The outcome once the proposed order, if any, is stored as `order_id`.
+    fn outcome(&self, order_id: Option<i64>) -> Outcome {
+        let mut outcome = self.outcome.clone();
+        if let (Some(p), Some(order_id), Some(m), Some(sizing)) = (
+            &self.proposal,
+            order_id,
+            &self.reading.measurement,
+            &outcome.sizing,
+        ) {
+            outcome.detail = format!(
+                "fired: proposed release order {} for {} kg of {} {} grade {}, bound by {}; {}",
+                order_id,
+                sizing.proposed_kg,
+                self.rule.element,
+                p.form,
+                p.grade,
+                sizing.bound_by,
+                describe(self.rule, m)
+            );
+            outcome.order_id = Some(order_id);
+        }
+        outcome
+    }
+
+    fn actor(&self) -> String {
+        format!("rule:{}", self.rule.id)
+    }
+}
+
+/// What every evaluation of one round shares.
+struct Round<'a> {
+    trigger: Trigger,
+    triggered_by: &'a str,
+    now: DateTime<Utc>,
+}
+
+/// Rules a round writes together at most: 24 bind parameters an order row,
+/// 22 an evaluation row, so 12,000 a statement at most.
+const ROUND_CHUNK: usize = 500;
+
+impl Round<'_> {
+    /// Writes `batch` together in a savepoint; should that fail, rule by
+    /// rule, as each would alone (one rule goes that way at once). Returns
+    /// each rule's evaluation in `batch`'s order; with `Isolation::None` the
+    /// first failure fails the call.
+    fn write_chunk(
+        &self,
+        conn: &mut DbConn,
+        batch: Vec<Prepared>,
+        isolation: Isolation,
+    ) -> ApiResult<Vec<ApiResult<EvaluationView>>> {
+        if batch.len() > 1 {
+            match conn.transaction(|c| self.write(c, &batch)) {
+                Ok(views) => return Ok(views.into_iter().map(Ok).collect()),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "writing the round's evaluations together failed; writing them rule by rule"
+                ),
+            }
+        }
+        let mut views = Vec::with_capacity(batch.len());
+        for p in batch {
+            views.push(match isolation {
+                Isolation::None => Ok(self.write_one(conn, p)?),
+                Isolation::Savepoint => conn.transaction(|c| self.write_one(c, p)),
+            });
+        }
+        Ok(views)
+    }
+
+    /// Writes the evaluations of `batch`: the proposed orders, the rules'
+    /// states, the evaluations and the events, one statement per table.
+    /// Returns the evaluations in `batch`'s order.
+    fn write(&self, conn: &mut DbConn, batch: &[Prepared]) -> ApiResult<Vec<EvaluationView>> {
+        let actors: Vec<String> = batch.iter().map(Prepared::actor).collect();
+        let proposals: Vec<(i64, &str, &crate::orders::repo::Planned)> = batch
+            .iter()
+            .zip(&actors)
+            .filter_map(|(p, actor)| {
+                let planned = &p.proposal.as_ref()?.planned;
+                Some((p.rule.id, actor.as_str(), planned))
+            })
+            .collect();
+        let mut stored = crate::orders::repo::insert_proposed(conn, &proposals)?.into_iter();
+        let orders: Vec<Option<(i64, NewEvent)>> = batch
+            .iter()
+            .map(|p| p.proposal.as_ref().and_then(|_| stored.next()))
+            .collect();
+        self.record(conn, batch, orders)
+    }
+
+    /// Writes one rule's evaluation, as if it were evaluated alone: its
+    /// order is proposed in a savepoint, so that a refusal rolls back only
+    /// the order and is stored as the evaluation's outcome.
+    fn write_one(&self, conn: &mut DbConn, mut p: Prepared) -> ApiResult<EvaluationView> {
+        let mut order = None;
+        if let Some(proposal) = &p.proposal {
+            let actor = p.actor();
+            let proposed = conn.transaction(|c| {
+                crate::orders::repo::insert_proposed(
+                    c,
+                    &[(p.rule.id, actor.as_str(), &proposal.planned)],
+                )
+            });
+            match proposed {
+                Ok(mut stored) => order = stored.pop(),
+                Err(e) => {
+                    let mut unfired = proposal.unfired.clone();
+                    unfired.detail = refusal(e)?;
+                    p.outcome = unfired;
+                    p.proposal = None;
+                }
+            }
+        }
+        let mut views = self.record(conn, std::slice::from_ref(&p), vec![order])?;
+        views
+            .pop()
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no evaluation stored")))
+    }
+
+    /// Writes the rules' states, the evaluations and the events of `batch`
+    /// whose orders (by position; `None` for a rule that proposes none) are
+    /// stored already.
+    fn record(
+        &self,
+        conn: &mut DbConn,
+        batch: &[Prepared],
+        orders: Vec<Option<(i64, NewEvent)>>,
+    ) -> ApiResult<Vec<EvaluationView>> {
+        let outcomes: Vec<Outcome> = batch
+            .iter()
+            .zip(&orders)
+            .map(|(p, o)| p.outcome(o.as_ref().map(|(id, _)| *id)))
+            .collect();
+        let states: Vec<(i64, State)> = batch
+            .iter()
+            .zip(&outcomes)
+            .map(|(p, o)| (p.rule.id, o.state))
+            .collect();
+        update_states(conn, &states)?;
+        let views = self.insert_evaluations(conn, batch, &outcomes)?;
+        // As one firing after another staged them: its order's event, then
+        // the rule's.
+        let mut events = Vec::new();
+        for (((p, outcome), order), view) in batch.iter().zip(&outcomes).zip(orders).zip(&views) {
+            if outcome.reason != Reason::Fired {
+                continue;
+            }
+            if let Some((_, e)) = order {
+                events.push(e);
+            }
+            let (rule, id) = (p.rule, p.rule.id);
+            events.push(NewEvent {
+                kind: crate::events::model::RULE_FIRED.to_string(),
+                element: Some(rule.element.clone()),
+                depot: None,
+                subject: Some(format!("rule:{id}")),
+                data: serde_json::json!({
                     "rule_id": id,
                     "element": rule.element,
                     "order_id": outcome.order_id,
@@ -972,10 +1220,141 @@ impl Decided<'_> {
                     "proposed_kg": outcome.sizing.as_ref().map(|s| s.proposed_kg.clone()),
                     "detail": outcome.detail,
                 }),
-            )?;
+            });
         }
-        Ok(view)
+        crate::events::repo::stage_all(conn, &events)?;
+        Ok(views)
     }
+
+    /// The evaluation rows of `batch`, in one statement; their views in
+    /// `batch`'s order.
+    fn insert_evaluations(
+        &self,
+        conn: &mut DbConn,
+        batch: &[Prepared],
+        outcomes: &[Outcome],
+    ) -> ApiResult<Vec<EvaluationView>> {
+        let at = types::to_db(self.now);
+        let rows: Vec<_> = batch
+            .iter()
+            .zip(outcomes)
+            .map(|(p, outcome)| {
+                let m = p.reading.measurement.as_ref();
+                let fired = outcome.reason == Reason::Fired;
+                (
+                    ev::rule_id.eq(p.rule.id),
+                    ev::rule_version.eq(p.rule.version),
+                    ev::at.eq(at),
+                    ev::trigger.eq(self.trigger.as_str()),
+                    ev::slot.eq(self.trigger.slot()),
+                    ev::triggered_by.eq(self.triggered_by),
+                    ev::data_horizon.eq(p.reading.horizon),
+                    ev::window_start.eq(m.map(|m| m.window.0)),
+                    ev::window_end.eq(m.map(|m| m.window.1)),
+                    ev::baseline_start.eq(m.map(|m| m.baseline.0)),
+                    ev::baseline_end.eq(m.map(|m| m.baseline.1)),
+                    ev::window_kg_per_day.eq(m.map(|m| model::kg_per_day(m.window_g_per_day))),
+                    ev::baseline_kg_per_day.eq(m.map(|m| model::kg_per_day(m.baseline_g_per_day))),
+                    ev::drop_percent.eq(m.map(|m| model::percent(m.drop_percent))),
+                    ev::breach.eq(p.breach),
+                    ev::consecutive.eq(outcome.state.consecutive),
+                    ev::decision.eq(if fired { "fired" } else { "not_fired" }),
+                    ev::reason.eq(outcome.reason.as_str()),
+                    ev::detail.eq(outcome.detail.clone()),
+                    ev::sizing.eq(outcome
+                        .sizing
+                        .as_ref()
+                        .map(|s| serde_json::to_string(s).unwrap_or_default())),
+                    ev::proposed_g.eq(outcome
+                        .sizing
+                        .as_ref()
+                        .filter(|_| fired)
+                        .map(|s| s.proposed_g)),
+                    ev::order_id.eq(outcome.order_id),
+                )
+            })
+            .collect();
+        let insert = diesel::insert_into(ev::table)
+            .values(rows)
+            .returning(ev::all_columns);
+        let stored: Vec<EvaluationRow> = match conn {
+            DbConn::Postgres(c) => insert.get_results(c)?,
+            DbConn::Sqlite(c) => insert.get_results(c)?,
+        };
+        // RETURNING's row order is unspecified: match by rule (one
+        // evaluation a rule in a round).
+        let mut by_rule: HashMap<i64, EvaluationRow> =
+            stored.into_iter().map(|r| (r.rule_id, r)).collect();
+        batch
+            .iter()
+            .map(|p| {
+                by_rule
+                    .remove(&p.rule.id)
+                    .map(evaluation_view)
+                    .ok_or_else(|| {
+                        ApiError::internal(anyhow::anyhow!(
+                            "no evaluation stored for rule {}",
+                            p.rule.id
+                        ))
+                    })
+            })
+            .collect()
+    }
+}
+
+/// Writes the rules' states after an evaluation each, in one statement:
+/// the breaches counted, armed, the last firing, one more evaluation.
+fn update_states(conn: &mut DbConn, states: &[(i64, State)]) -> ApiResult<()> {
+    use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Timestamp};
+    if states.is_empty() {
+        return Ok(());
+    }
+    let postgres = matches!(conn, DbConn::Postgres(_));
+    let sql = format!(
+        "{} UPDATE release_rules SET consecutive = s.consecutive, armed = s.armed, \
+         last_fired_at = s.last_fired_at, evaluation_count = evaluation_count + 1 \
+         FROM s WHERE release_rules.id = s.id",
+        crate::events::repo::values_cte(
+            "s",
+            &["id", "consecutive", "armed", "last_fired_at"],
+            states.len(),
+            postgres,
+            1
+        ),
+    );
+    let rows = states.iter().map(|(id, s)| {
+        (
+            *id,
+            s.consecutive,
+            s.armed,
+            s.last_fired_at.map(types::to_db),
+        )
+    });
+    match conn {
+        DbConn::Postgres(c) => {
+            let mut q = diesel::sql_query(sql).into_boxed();
+            for (id, consecutive, armed, last) in rows {
+                q = q
+                    .bind::<BigInt, _>(id)
+                    .bind::<Integer, _>(consecutive)
+                    .bind::<Bool, _>(armed)
+                    .bind::<Nullable<Timestamp>, _>(last);
+            }
+            q.execute(c)?
+        }
+        DbConn::Sqlite(c) => {
+            let mut q = diesel::sql_query(sql).into_boxed();
+            for (id, consecutive, armed, last) in rows {
+                q = q
+                    .bind::<BigInt, _>(id)
+                    .bind::<Integer, _>(consecutive)
+                    .bind::<Bool, _>(armed)
+                    .bind::<Nullable<Timestamp>, _>(last);
+            }
+            q.execute(c)?
+        }
+    };
+    Ok(())
 }
 
 /// Why a rule did not fire, in words.

@@ -19,6 +19,7 @@ on_both_backends!(
     rules_keep_every_change_behind_if_match,
     a_simulation_fires_rules_on_the_day_and_writes_nothing,
     ingesting_period_by_period_fires_once_and_a_resend_fires_nothing,
+    a_scheduled_round_writes_its_rules_together_and_a_failing_rule_alone,
 );
 
 /// Flows written straight to the table: (element, origin, start, end, kg).
@@ -725,4 +726,174 @@ async fn ingesting_period_by_period_fires_once_and_a_resend_fires_nothing(backen
         .iter()
         .all(|e| e["trigger"] == "ingest" && e["triggered_by"] == "otto-operator"));
     assert_eq!(items[0]["order_id"], fired[0].2);
+}
+
+/// The scheduled job, as its claim runs it: one write transaction.
+fn run_schedule(app: &TestApp) -> String {
+    let mut conn = app.state.pool.get().expect("connection");
+    reserve::db::write_transaction(&mut conn, |c| {
+        reserve::rules::repo::evaluate_scheduled(c, Utc::now())
+    })
+    .expect("scheduled evaluation")
+}
+
+/// The positioned events of `kinds`, in stream order: (kind, subject, data).
+fn streamed(app: &TestApp, kinds: &[&str]) -> Vec<(String, Option<String>, Value)> {
+    use diesel::{ExpressionMethods, QueryDsl};
+    use reserve::db::schema::events as ev;
+    let mut conn = app.state.pool.get().expect("connection");
+    let rows: Vec<(String, Option<String>, String)> = ev::table
+        .filter(ev::kind.eq_any(kinds))
+        .filter(ev::after_sequence.is_not_null())
+        .order((ev::after_sequence.asc(), ev::sub.asc()))
+        .select((ev::kind, ev::subject, ev::data))
+        .load(&mut *conn)
+        .expect("events");
+    rows.into_iter()
+        .map(|(k, s, d)| (k, s, serde_json::from_str(&d).expect("json")))
+        .collect()
+}
+
+/// A scheduled round writes all its rules' outcomes together; when that
+/// fails, each rule is written on its own, so a rule whose writes fail
+/// fails alone and the others are stored as they would be without it.
+async fn a_scheduled_round_writes_its_rules_together_and_a_failing_rule_alone(backend: Backend) {
+    use diesel::connection::SimpleConnection;
+    let app = spawn_app(backend).await;
+    stock_up(&app, "NV1", "Dy", "100000", "36500").await;
+    let fires = create_rule(&app, rule("Dy", json!({}))).await;
+    let quiet = create_rule(&app, rule("Dy", json!({"drop_threshold_percent": "50"}))).await;
+    let broken = create_rule(&app, rule("Dy", json!({}))).await;
+    insert_flows(
+        &app,
+        &thirteen_periods("Dy", "CN", yesterday(), 30_000, 18_000),
+    );
+    // The database refuses `broken`'s evaluation row.
+    let refuse = match backend {
+        Backend::Postgres => format!(
+            "CREATE FUNCTION refuse_evaluation() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.rule_id = {broken} THEN RAISE EXCEPTION 'refused by the test'; END IF; \
+             RETURN NEW; END $$; \
+             CREATE TRIGGER refuse_evaluation BEFORE INSERT ON rule_evaluations \
+             FOR EACH ROW EXECUTE FUNCTION refuse_evaluation();"
+        ),
+        Backend::Sqlite => format!(
+            "CREATE TRIGGER refuse_evaluation BEFORE INSERT ON rule_evaluations \
+             WHEN NEW.rule_id = {broken} BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;"
+        ),
+    };
+    app.state
+        .pool
+        .get()
+        .expect("connection")
+        .batch_execute(&refuse)
+        .expect("trigger");
+
+    assert_eq!(run_schedule(&app), "evaluated 3 rules: 1 fired, 1 failed");
+    let evaluations = |id: i64| {
+        let app = &app;
+        async move {
+            app.get(
+                &format!("/api/v1/release-rules/{id}/evaluations?order=asc"),
+                &app.viewer,
+            )
+            .await
+            .expect(200)
+            .body["items"]
+                .as_array()
+                .expect("items")
+                .clone()
+        }
+    };
+    let first = evaluations(fires).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0]["decision"], "fired", "{}", first[0]);
+    assert_eq!(first[0]["trigger"], "schedule");
+    let first_order = first[0]["order_id"].as_i64().expect("order id");
+    assert_eq!(evaluations(quiet).await[0]["reason"], "below_threshold");
+    // Nothing of the failed rule is kept: no evaluation, no order, no state.
+    assert!(evaluations(broken).await.is_empty());
+    let broken_view = app
+        .get(&format!("/api/v1/release-rules/{broken}"), &app.viewer)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(broken_view["state"]["evaluations"], 0);
+    assert!(broken_view["state"]["last_fired_at"].is_null());
+    let orders = app
+        .get(
+            &format!("/api/v1/release-orders?rule_id={broken}"),
+            &app.viewer,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert!(orders["items"].as_array().unwrap().is_empty());
+
+    // Without the refusal, and with one more rule ready, the next round
+    // writes together; the events come as one firing after another: the
+    // order proposed, then the rule fired, naming both.
+    let also = create_rule(&app, rule("Dy", json!({}))).await;
+    let drop = match backend {
+        Backend::Postgres => "DROP TRIGGER refuse_evaluation ON rule_evaluations",
+        Backend::Sqlite => "DROP TRIGGER refuse_evaluation",
+    };
+    app.state
+        .pool
+        .get()
+        .expect("connection")
+        .batch_execute(drop)
+        .expect("drop trigger");
+    assert_eq!(run_schedule(&app), "evaluated 4 rules: 2 fired, 0 failed");
+    let second = evaluations(fires).await;
+    assert_eq!(second[1]["reason"], "cooldown", "{}", second[1]);
+    let mut expected = vec![(first_order, fires, first[0]["id"].as_i64().unwrap())];
+    for id in [broken, also] {
+        let e = evaluations(id).await;
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0]["decision"], "fired", "{}", e[0]);
+        let order_id = e[0]["order_id"].as_i64().expect("order id");
+        let order = app
+            .get(&format!("/api/v1/release-orders/{order_id}"), &app.viewer)
+            .await
+            .expect(200)
+            .body;
+        assert_eq!(order["rule_id"], id);
+        assert_eq!(order["proposed_by"], format!("rule:{id}"));
+        assert_eq!(order["status"], "proposed");
+        assert_eq!(order["allocation"][0]["depot"], "NV1");
+        assert!(e[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("fired: proposed release order {order_id} ")));
+        expected.push((order_id, id, e[0]["id"].as_i64().unwrap()));
+    }
+    let events = streamed(&app, &["order.proposed", "rule.fired"]);
+    let mut want = Vec::new();
+    for (order_id, rule_id, evaluation_id) in expected {
+        want.push((
+            "order.proposed".to_string(),
+            Some(format!("order:{order_id}")),
+            order_id,
+            None,
+        ));
+        want.push((
+            "rule.fired".to_string(),
+            Some(format!("rule:{rule_id}")),
+            order_id,
+            Some(evaluation_id),
+        ));
+    }
+    let got: Vec<_> = events
+        .iter()
+        .map(|(kind, subject, data)| {
+            (
+                kind.clone(),
+                subject.clone(),
+                data["order_id"].as_i64().unwrap_or_default(),
+                data["evaluation_id"].as_i64(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
 }
