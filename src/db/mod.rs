@@ -34,6 +34,39 @@ macro_rules! insert_rows {
     }};
 }
 
+/// `WITH v(id, sub) AS (VALUES (…), …)`, placeholders numbered from `first`
+/// on PostgreSQL (`$n`) or plain on SQLite (`?`): the list of `rows` rows of
+/// `columns` values each that a multi-row UPDATE … FROM v takes.
+pub(crate) fn values_cte(
+    name: &str,
+    columns: &[&str],
+    rows: usize,
+    postgres: bool,
+    first: usize,
+) -> String {
+    let mut n = first;
+    let mut placeholder = || {
+        let p = if postgres {
+            format!("${n}")
+        } else {
+            "?".to_string()
+        };
+        n += 1;
+        p
+    };
+    let tuples: Vec<String> = (0..rows)
+        .map(|_| {
+            let row: Vec<String> = columns.iter().map(|_| placeholder()).collect();
+            format!("({})", row.join(", "))
+        })
+        .collect();
+    format!(
+        "WITH {name}({}) AS (VALUES {})",
+        columns.join(", "),
+        tuples.join(", ")
+    )
+}
+
 pub type Pool = r2d2::Pool<DbConnManager>;
 pub type PooledConn = r2d2::PooledConnection<DbConnManager>;
 
@@ -320,6 +353,22 @@ mod tests {
     use diesel::sql_types::Integer;
 
     use super::*;
+
+    #[test]
+    fn values_cte_numbers_postgres_placeholders_and_not_sqlites() {
+        assert_eq!(
+            values_cte("v", &["id", "sub"], 2, true, 1),
+            "WITH v(id, sub) AS (VALUES ($1, $2), ($3, $4))"
+        );
+        assert_eq!(
+            values_cte("s", &["a", "b", "c"], 1, true, 5),
+            "WITH s(a, b, c) AS (VALUES ($5, $6, $7))"
+        );
+        assert_eq!(
+            values_cte("v", &["id", "sub"], 2, false, 1),
+            "WITH v(id, sub) AS (VALUES (?, ?), (?, ?))"
+        );
+    }
 
     #[derive(QueryableByName)]
     struct Used {

@@ -89,11 +89,7 @@ pub fn stage_all(conn: &mut DbConn, events: &[NewEvent]) -> ApiResult<()> {
     // Ids follow the rows' order (one statement, rows inserted in turn), and
     // `seal_staged` positions by id: the order given is the order streamed.
     for chunk in rows.chunks(STAGE_CHUNK) {
-        let insert = diesel::insert_into(ev::table).values(chunk);
-        match conn {
-            DbConn::Postgres(c) => insert.execute(c)?,
-            DbConn::Sqlite(c) => insert.execute(c)?,
-        };
+        crate::insert_rows!(conn, ev::table, chunk)?;
     }
     STAGED.with(|s| s.set(true));
     Ok(())
@@ -153,39 +149,6 @@ fn subs(staged: &[i64], last_sub: i64) -> Vec<(i64, i64)> {
         .collect()
 }
 
-/// `WITH v(id, sub) AS (VALUES (…), …)`, placeholders numbered from `first`
-/// on PostgreSQL (`$n`) or plain on SQLite (`?`): the list of `rows` rows of
-/// `columns` values each that a multi-row UPDATE … FROM v takes.
-pub(crate) fn values_cte(
-    name: &str,
-    columns: &[&str],
-    rows: usize,
-    postgres: bool,
-    first: usize,
-) -> String {
-    let mut n = first;
-    let mut placeholder = || {
-        let p = if postgres {
-            format!("${n}")
-        } else {
-            "?".to_string()
-        };
-        n += 1;
-        p
-    };
-    let tuples: Vec<String> = (0..rows)
-        .map(|_| {
-            let row: Vec<String> = columns.iter().map(|_| placeholder()).collect();
-            format!("({})", row.join(", "))
-        })
-        .collect();
-    format!(
-        "WITH {name}({}) AS (VALUES {})",
-        columns.join(", "),
-        tuples.join(", ")
-    )
-}
-
 /// Gives the staged events `positions` (id, sub) their place after ledger
 /// entry `after_sequence`, in one statement.
 fn position(
@@ -197,7 +160,7 @@ fn position(
     let postgres = matches!(conn, DbConn::Postgres(_));
     let sql = format!(
         "{} UPDATE events SET after_sequence = {}, sub = v.sub FROM v WHERE events.id = v.id",
-        values_cte("v", &["id", "sub"], positions.len(), postgres, 1),
+        crate::db::values_cte("v", &["id", "sub"], positions.len(), postgres, 1),
         if postgres {
             format!("${}", positions.len() * 2 + 1)
         } else {
@@ -515,21 +478,5 @@ mod tests {
         assert_eq!(subs(&[7, 9, 30], 0), vec![(7, 1), (9, 2), (30, 3)]);
         assert_eq!(subs(&[4], 12), vec![(4, 13)]);
         assert!(subs(&[], 5).is_empty());
-    }
-
-    #[test]
-    fn values_cte_numbers_postgres_placeholders_and_not_sqlites() {
-        assert_eq!(
-            values_cte("v", &["id", "sub"], 2, true, 1),
-            "WITH v(id, sub) AS (VALUES ($1, $2), ($3, $4))"
-        );
-        assert_eq!(
-            values_cte("s", &["a", "b", "c"], 1, true, 5),
-            "WITH s(a, b, c) AS (VALUES ($5, $6, $7))"
-        );
-        assert_eq!(
-            values_cte("v", &["id", "sub"], 2, false, 1),
-            "WITH v(id, sub) AS (VALUES (?, ?), (?, ?))"
-        );
     }
 }

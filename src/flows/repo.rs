@@ -94,7 +94,7 @@ pub fn data_horizons<S: AsRef<str>>(
         "{} SELECT e.element AS element, \
          (SELECT MAX(f.period_end) FROM import_flows f WHERE f.element = e.element) AS horizon \
          FROM e",
-        crate::events::repo::values_cte("e", &["element"], elements.len(), postgres, 1)
+        crate::db::values_cte("e", &["element"], elements.len(), postgres, 1)
     );
     let rows: Vec<Horizon> = match conn {
         DbConn::Postgres(c) => {

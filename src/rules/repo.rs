@@ -1314,7 +1314,7 @@ fn update_states(conn: &mut DbConn, states: &[(i64, State)]) -> ApiResult<()> {
         "{} UPDATE release_rules SET consecutive = s.consecutive, armed = s.armed, \
          last_fired_at = s.last_fired_at, evaluation_count = evaluation_count + 1 \
          FROM s WHERE release_rules.id = s.id",
-        crate::events::repo::values_cte(
+        crate::db::values_cte(
             "s",
             &["id", "consecutive", "armed", "last_fired_at"],
             states.len(),
