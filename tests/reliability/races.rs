@@ -226,7 +226,7 @@ impl Race {
     /// Holds the lock `lock_sql` takes (PostgreSQL: a `SELECT … FOR UPDATE`;
     /// SQLite: the database's write lock) from a separate session for `HOLD`,
     /// then commits. Returns once the lock is held; the receiver yields the
-    /// instant it was let go.
+    /// instant just before it was let go.
     fn hold(&self, pg_lock_sql: &str) -> mpsc::Receiver<Instant> {
         let url = self.db_url.clone();
         let sql = match self.backend {
@@ -256,8 +256,13 @@ impl Race {
             conn(&sql);
             locked_tx.send(()).expect("signal");
             std::thread::sleep(HOLD);
+            // Taken before COMMIT is sent: once the server lets the lock go, a
+            // queued request's answer can reach the test before this thread is
+            // scheduled again, so an instant taken after COMMIT returns could
+            // be later than the answer it is compared with.
+            let releasing = Instant::now();
             conn("COMMIT");
-            let _ = released_tx.send(Instant::now());
+            let _ = released_tx.send(releasing);
         });
         locked_rx.recv().expect("lock taken");
         released_rx
