@@ -631,7 +631,7 @@ fn seed_orders(conn: &mut DbConn, settings: &LedgerSettings) -> ApiResult<String
 
     // A test sale of 1,000 kg of cerium oxide, three bids, awarded, delivered.
     let sale = order(OrderKind::TestSale, "Ce", "99.5", 1_000, Method::Sale);
-    let sale = repo::propose(conn, &planner.subject, &sale, None)?;
+    let sale = repo::propose(conn, &planner.subject, &sale)?;
     repo::approve(
         conn,
         "demo-approver",
@@ -697,7 +697,7 @@ fn seed_orders(conn: &mut DbConn, settings: &LedgerSettings) -> ApiResult<String
     loan.premium_percent = Some(rust_decimal::Decimal::new(5, 0));
     loan.late_premium_percent_per_day = Some(rust_decimal::Decimal::new(5, 2));
     loan.return_due = Some(Utc::now().date_naive() + Duration::days(90));
-    let loan = repo::propose(conn, &planner.subject, &loan, None)?;
+    let loan = repo::propose(conn, &planner.subject, &loan)?;
     let loan = repo::approve(conn, "demo-approver", loan.id, None)?;
     for a in &loan.allocation {
         let x = Execution {

@@ -16,7 +16,7 @@ use crate::elements::model::{ElementSymbol, Form};
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::http::json::ApiJson;
 use crate::http::pagination::{Page, PageRequest, MAX_LIMIT};
-use crate::http::{check_text, csv, IdempotencyKey};
+use crate::http::{check_text, csv, filter, query_instant, IdempotencyKey};
 use crate::idempotency;
 use crate::ledger::model::StockpileKey;
 use crate::orders::dto::NoteRequest;
@@ -247,59 +247,38 @@ pub async fn list_counts(
     let q = query.into_inner();
     let csv_wanted = csv::wants_csv(&req, q.format.as_deref())?;
     let mut errors = Vec::new();
-    let mut field = |name: &str, r: Result<String, String>| {
-        r.map_err(|e| errors.push(FieldError::new(name, e))).ok()
-    };
-    let depot = q
-        .depot
-        .as_deref()
-        .and_then(|d| field("depot", DepotCode::parse(d).map(|c| c.into_string())));
-    let element = q.element.as_deref().and_then(|e| {
-        field(
-            "element",
-            ElementSymbol::parse(e).map(|s| s.as_str().to_string()),
-        )
+    let depot = filter(&mut errors, "depot", q.depot.as_deref(), |d| {
+        DepotCode::parse(d).map(|c| c.into_string())
     });
-    let status = q.status.as_deref().and_then(|s| {
-        field(
-            "status",
-            CountStatus::parse(s)
-                .map(|s| s.as_str().to_string())
-                .ok_or_else(|| "must be open, accepted or rejected".to_string()),
-        )
+    let element = filter(&mut errors, "element", q.element.as_deref(), |e| {
+        ElementSymbol::parse(e).map(|s| s.as_str().to_string())
     });
-    let flagged = q.flagged.as_deref().and_then(|f| {
-        field(
-            "flagged",
-            match f {
-                "true" | "false" => Ok(f.to_string()),
-                _ => Err("must be true or false".into()),
-            },
-        )
+    let status = filter(&mut errors, "status", q.status.as_deref(), |s| {
+        CountStatus::parse(s)
+            .map(|s| s.as_str().to_string())
+            .ok_or_else(|| "must be open, accepted or rejected".to_string())
     });
-    let from = q
-        .from
-        .as_deref()
-        .and_then(|s| field("from", crate::http::query_instant(s).map(types::rfc3339)));
-    let to =
-        q.to.as_deref()
-            .and_then(|s| field("to", crate::http::query_instant(s).map(types::rfc3339)));
-    let page = PageRequest::parse(q.limit, q.cursor.as_deref(), q.order.as_deref(), MAX_LIMIT);
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    let page = page?;
-    let instant = |s: Option<String>| {
-        s.and_then(|s| types::parse_rfc3339(&s).ok())
-            .map(types::to_db)
-    };
+    let flagged = filter(&mut errors, "flagged", q.flagged.as_deref(), |f| match f {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("must be true or false".to_string()),
+    });
+    let from = filter(&mut errors, "from", q.from.as_deref(), query_instant);
+    let to = filter(&mut errors, "to", q.to.as_deref(), query_instant);
+    let page = PageRequest::parse_after(
+        errors,
+        q.limit,
+        q.cursor.as_deref(),
+        q.order.as_deref(),
+        MAX_LIMIT,
+    )?;
     let filter = CountFilter {
         depot,
         element,
         status,
-        flagged: flagged.map(|f| f == "true"),
-        from: instant(from),
-        to: instant(to),
+        flagged,
+        from: from.map(types::to_db),
+        to: to.map(types::to_db),
     };
     let rows = state.db(move |c| counts::list(c, &filter, &page)).await?;
     let (rows, next_cursor) = page.finish(rows, |(r, _)| r.id);
@@ -386,17 +365,13 @@ pub async fn list_trail(
     let q = query.into_inner();
     let csv_wanted = csv::wants_csv(&req, q.format.as_deref())?;
     let mut errors = Vec::new();
-    let method = q.method.as_deref().and_then(|m| {
+    let method = filter(&mut errors, "method", q.method.as_deref(), |m| {
         let m = m.to_ascii_uppercase();
-        ok(
-            &mut errors,
-            "method",
-            if matches!(m.as_str(), "POST" | "PUT" | "PATCH" | "DELETE") {
-                Ok(m)
-            } else {
-                Err("must be POST, PUT, PATCH or DELETE".into())
-            },
-        )
+        if matches!(m.as_str(), "POST" | "PUT" | "PATCH" | "DELETE") {
+            Ok(m)
+        } else {
+            Err("must be POST, PUT, PATCH or DELETE".into())
+        }
     });
     if q.status.is_some_and(|s| !(100..=599).contains(&s)) {
         errors.push(FieldError::new(
@@ -404,16 +379,10 @@ pub async fn list_trail(
             "must be an HTTP status, 100 to 599",
         ));
     }
-    let refused = q.outcome.as_deref().and_then(|o| {
-        ok(
-            &mut errors,
-            "outcome",
-            match o {
-                "refused" => Ok(true),
-                "accepted" => Ok(false),
-                _ => Err("must be accepted or refused".into()),
-            },
-        )
+    let refused = filter(&mut errors, "outcome", q.outcome.as_deref(), |o| match o {
+        "refused" => Ok(true),
+        "accepted" => Ok(false),
+        _ => Err("must be accepted or refused".into()),
     });
     for (name, v) in [
         ("subject", &q.subject),
@@ -429,18 +398,15 @@ pub async fn list_trail(
             ));
         }
     }
-    let from = q
-        .from
-        .as_deref()
-        .and_then(|s| ok(&mut errors, "from", crate::http::query_instant(s)));
-    let to =
-        q.to.as_deref()
-            .and_then(|s| ok(&mut errors, "to", crate::http::query_instant(s)));
-    let page = PageRequest::parse(q.limit, q.cursor.as_deref(), q.order.as_deref(), MAX_LIMIT);
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    let page = page?;
+    let from = filter(&mut errors, "from", q.from.as_deref(), query_instant);
+    let to = filter(&mut errors, "to", q.to.as_deref(), query_instant);
+    let page = PageRequest::parse_after(
+        errors,
+        q.limit,
+        q.cursor.as_deref(),
+        q.order.as_deref(),
+        MAX_LIMIT,
+    )?;
     let filter = TrailFilter {
         subject: q.subject,
         method,

@@ -18,6 +18,20 @@ pub enum DbConn {
     Sqlite(SqliteConnection),
 }
 
+/// Runs `body` with `c` bound to the backend's own connection, written once
+/// for both: for what diesel's `MultiConnection` cannot express (multi-row
+/// inserts, boxed `sql_query` with a variable number of binds, backend-typed
+/// results), where each arm would otherwise repeat the other word for word.
+#[macro_export]
+macro_rules! per_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::DbConn::Postgres($c) => $body,
+            $crate::db::DbConn::Sqlite($c) => $body,
+        }
+    };
+}
+
 /// A multi-row INSERT of `rows` (a slice) into `table`, sent as one statement
 /// on either backend: diesel's `MultiConnection` cannot batch-insert, so this
 /// dispatches to the backend's own connection. On SQLite the rows must not
@@ -27,10 +41,9 @@ pub enum DbConn {
 macro_rules! insert_rows {
     ($conn:expr, $table:expr, $rows:expr) => {{
         use diesel::RunQueryDsl as _;
-        match $conn {
-            $crate::db::DbConn::Postgres(c) => diesel::insert_into($table).values($rows).execute(c),
-            $crate::db::DbConn::Sqlite(c) => diesel::insert_into($table).values($rows).execute(c),
-        }
+        $crate::per_backend!($conn, |c| diesel::insert_into($table)
+            .values($rows)
+            .execute(c))
     }};
 }
 
@@ -256,17 +269,13 @@ pub fn migrations_complete(conn: &mut DbConn) -> anyhow::Result<bool> {
     Ok(pending == 0)
 }
 
-thread_local! {
-    /// How many `write_transaction`s are open on this thread.
-    static TRANSACTION_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
-
-struct DepthGuard;
-
-impl Drop for DepthGuard {
-    fn drop(&mut self) {
-        TRANSACTION_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
-    }
+/// Whether `conn` is inside a transaction already (diesel's own count of
+/// the connection's open transactions and savepoints).
+fn in_transaction(conn: &mut DbConn) -> Result<bool, diesel::result::Error> {
+    let depth = crate::per_backend!(conn, |c| {
+        AnsiTransactionManager::transaction_manager_status_mut(c).transaction_depth()?
+    });
+    Ok(depth.is_some())
 }
 
 /// Runs `f` in a transaction that may write. On SQLite it is `BEGIN IMMEDIATE`, so
@@ -283,8 +292,7 @@ where
     // Events staged by `f` get their positions last, while `ledger_head` is
     // held to commit (see `events::repo`). A nested call is a savepoint of the
     // outer transaction, which seals them when it ends.
-    let outermost = TRANSACTION_DEPTH.with(|d| d.replace(d.get() + 1)) == 0;
-    let _depth = DepthGuard;
+    let outermost = !in_transaction(conn)?;
     if outermost {
         crate::events::repo::begin_transaction();
     }

@@ -16,13 +16,12 @@ use serde_json::Value;
 
 use super::model::{Event, Filter, Position, LEDGER_ENTRY};
 use crate::auth::{AuthUser, Role};
-use crate::db::schema::{
-    depots, event_tickets as tk, events as ev, ledger_entries as le, ledger_head, stockpiles,
-};
+use crate::db::schema::{event_tickets as tk, events as ev, ledger_head};
 use crate::db::{types, DbConn};
 use crate::error::{ApiError, ApiResult};
+use crate::http::pagination::{Order, PageRequest};
 use crate::ledger::dto::EntryView;
-use crate::ledger::repo::{EntryRecord, EntryRow};
+use crate::ledger::repo::LedgerFilter;
 
 thread_local! {
     /// Whether this thread's open write transaction staged an event. A write
@@ -167,22 +166,13 @@ fn position(
             "?".to_string()
         },
     );
-    let updated = match conn {
-        DbConn::Postgres(c) => {
-            let mut q = diesel::sql_query(sql).into_boxed();
-            for &(id, sub) in positions {
-                q = q.bind::<BigInt, _>(id).bind::<BigInt, _>(sub);
-            }
-            q.bind::<BigInt, _>(after_sequence).execute(c)?
+    let updated = crate::per_backend!(conn, |c| {
+        let mut q = diesel::sql_query(&sql).into_boxed();
+        for &(id, sub) in positions {
+            q = q.bind::<BigInt, _>(id).bind::<BigInt, _>(sub);
         }
-        DbConn::Sqlite(c) => {
-            let mut q = diesel::sql_query(sql).into_boxed();
-            for &(id, sub) in positions {
-                q = q.bind::<BigInt, _>(id).bind::<BigInt, _>(sub);
-            }
-            q.bind::<BigInt, _>(after_sequence).execute(c)?
-        }
-    };
+        q.bind::<BigInt, _>(after_sequence).execute(c)?
+    });
     debug_assert_eq!(updated, positions.len());
     Ok(())
 }
@@ -255,6 +245,8 @@ pub fn read_after(
     Ok(all)
 }
 
+/// Ledger entries after sequence `after` up to `head`, as events: the
+/// ledger's own list read, oldest first.
 fn ledger_after(
     conn: &mut DbConn,
     after: i64,
@@ -262,43 +254,26 @@ fn ledger_after(
     limit: i64,
     filter: &Filter,
 ) -> ApiResult<Vec<Event>> {
-    let mut q = le::table
-        .inner_join(stockpiles::table.inner_join(depots::table))
-        .filter(le::sequence.gt(after))
-        .filter(le::sequence.le(head))
-        .select((
-            EntryRow::as_select(),
-            depots::code,
-            stockpiles::element,
-            stockpiles::form,
-            stockpiles::grade,
-        ))
-        .into_boxed();
-    if let Some(e) = &filter.element {
-        q = q.filter(stockpiles::element.eq(e.clone()));
-    }
-    if let Some(d) = &filter.depot {
-        q = q.filter(depots::code.eq(d.clone()));
-    }
-    if let Some(scope) = &filter.scope {
-        q = q.filter(depots::code.eq_any(scope.iter().cloned().collect::<Vec<_>>()));
-    }
-    let rows: Vec<(EntryRow, String, String, String, String)> =
-        q.order(le::sequence.asc()).limit(limit).load(conn)?;
-    rows.into_iter()
-        .map(|(entry, depot, element, form, grade)| {
-            let at = types::from_db(entry.recorded_at);
-            let position = Position::ledger(entry.sequence);
-            let view = EntryView::from_record(
-                EntryRecord {
-                    entry,
-                    depot: depot.clone(),
-                    element: element.clone(),
-                    form,
-                    grade,
-                },
-                true,
-            );
+    let f = LedgerFilter {
+        element: filter.element.clone(),
+        depot: filter.depot.clone(),
+        depot_in: filter.scope.as_ref().map(|s| s.iter().cloned().collect()),
+        up_to: Some(head),
+        ..LedgerFilter::default()
+    };
+    // `list` reads one row past the page to tell whether more follow.
+    let page = PageRequest {
+        limit: limit - 1,
+        after: Some(after),
+        order: Order::OldestFirst,
+    };
+    crate::ledger::repo::list(conn, &f, &page)?
+        .into_iter()
+        .map(|record| {
+            let at = types::from_db(record.entry.recorded_at);
+            let position = Position::ledger(record.entry.sequence);
+            let (element, depot) = (record.element.clone(), record.depot.clone());
+            let view = EntryView::from_record(record, true);
             Ok(Event {
                 position,
                 kind: LEDGER_ENTRY.to_string(),

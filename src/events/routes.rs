@@ -150,10 +150,18 @@ fn parse(
     user: &AuthUser,
 ) -> ApiResult<(Option<Position>, Filter)> {
     let mut errors = Vec::new();
-    let header_id = req
-        .headers()
-        .get("Last-Event-ID")
-        .map(|v| v.to_str().unwrap_or("\u{0}").trim().to_string());
+    // A header that is not visible ASCII cannot name a position.
+    let header_id = match req.headers().get("Last-Event-ID").map(|v| v.to_str()) {
+        Some(Ok(v)) => Some(v.trim().to_string()),
+        Some(Err(_)) => {
+            errors.push(FieldError::new(
+                "Last-Event-ID",
+                "must be visible ASCII text: an event id as the stream sent it",
+            ));
+            None
+        }
+        None => None,
+    };
     // A browser resending Last-Event-ID after a reconnect also still has the
     // `after` it first opened with; the header is the newer of the two.
     let after = match (header_id.as_deref(), q.after.as_deref()) {

@@ -96,22 +96,13 @@ pub fn data_horizons<S: AsRef<str>>(
          FROM e",
         crate::db::values_cte("e", &["element"], elements.len(), postgres, 1)
     );
-    let rows: Vec<Horizon> = match conn {
-        DbConn::Postgres(c) => {
-            let mut q = diesel::sql_query(sql).into_boxed();
-            for e in elements {
-                q = q.bind::<Text, _>(e.as_ref());
-            }
-            q.load(c)?
+    let rows: Vec<Horizon> = crate::per_backend!(conn, |c| {
+        let mut q = diesel::sql_query(&sql).into_boxed();
+        for e in elements {
+            q = q.bind::<Text, _>(e.as_ref());
         }
-        DbConn::Sqlite(c) => {
-            let mut q = diesel::sql_query(sql).into_boxed();
-            for e in elements {
-                q = q.bind::<Text, _>(e.as_ref());
-            }
-            q.load(c)?
-        }
-    };
+        q.load(c)?
+    });
     Ok(rows
         .into_iter()
         .filter_map(|r| r.horizon.map(|h| (r.element, h)))
@@ -330,10 +321,7 @@ fn insert_chunk(
     // The shared connection type cannot write a multi-row INSERT; each
     // backend's own can, so the one statement goes to the inner connection.
     let insert = diesel::insert_into(f::table).values(values);
-    match conn {
-        DbConn::Postgres(c) => insert.execute(c)?,
-        DbConn::Sqlite(c) => insert.execute(c)?,
-    };
+    crate::per_backend!(conn, |c| insert.execute(c)?);
     Ok(())
 }
 

@@ -87,6 +87,11 @@ pub struct LedgerFilter {
     pub from: Option<NaiveDateTime>,
     /// `occurred_at < to`
     pub to: Option<NaiveDateTime>,
+    /// Only entries at one of these depots (a token's depot scope).
+    pub depot_in: Option<Vec<String>>,
+    /// `sequence <= up_to`: nothing past a head read beforehand (the event
+    /// stream's consistent cut).
+    pub up_to: Option<i64>,
 }
 
 /// One page of entries (plus one, to tell whether more follow), by sequence.
@@ -131,6 +136,12 @@ pub fn list(
     }
     if let Some(t) = f.to {
         q = q.filter(le::occurred_at.lt(t));
+    }
+    if let Some(codes) = &f.depot_in {
+        q = q.filter(depots::code.eq_any(codes.clone()));
+    }
+    if let Some(head) = f.up_to {
+        q = q.filter(le::sequence.le(head));
     }
     q = match (page.order, page.after) {
         (Order::NewestFirst, Some(a)) => q.filter(le::sequence.lt(a)).order(le::sequence.desc()),

@@ -260,6 +260,7 @@ pub async fn list(
         movement_id: q.movement_id,
         from: from.map(types::to_db),
         to: to.map(types::to_db),
+        ..LedgerFilter::default()
     };
     let rows = state
         .db(move |conn| repo::list(conn, &filter, &page))

@@ -168,7 +168,8 @@ fn lock(conn: &mut DbConn, id: i64, from: &[Status], action: &str) -> ApiResult<
     }
 }
 
-/// Moves the order to `to` and keeps the transition.
+/// Moves the order to `to` and keeps the transition, numbered after the
+/// order's last one (the order row is locked, so no other writer numbers it).
 fn transition(
     conn: &mut DbConn,
     row: &mut OrderRow,
@@ -176,39 +177,23 @@ fn transition(
     to: Status,
     note: Option<&str>,
 ) -> ApiResult<()> {
-    let from = row.status.clone();
-    record_transition(conn, row.id, actor, Some(&from), to, note)?;
+    let last: Option<i32> = ot::table
+        .filter(ot::order_id.eq(row.id))
+        .select(diesel::dsl::max(ot::seq))
+        .first(conn)?;
+    let t = Transition {
+        seq: last.unwrap_or(0) + 1,
+        kind: &row.kind,
+        element: &row.element,
+        from: Some(&row.status),
+        to,
+    };
+    write_transition(conn, row.id, actor, &t, note)?;
     diesel::update(ro::table.filter(ro::id.eq(row.id)))
         .set(ro::status.eq(to.as_str()))
         .execute(conn)?;
     row.status = to.as_str().to_string();
     Ok(())
-}
-
-fn record_transition(
-    conn: &mut DbConn,
-    id: i64,
-    actor: &str,
-    from: Option<&str>,
-    to: Status,
-    note: Option<&str>,
-) -> ApiResult<()> {
-    let seq: Option<i32> = ot::table
-        .filter(ot::order_id.eq(id))
-        .select(diesel::dsl::max(ot::seq))
-        .first(conn)?;
-    let (kind, element): (String, String) = ro::table
-        .filter(ro::id.eq(id))
-        .select((ro::kind, ro::element))
-        .first(conn)?;
-    let t = Transition {
-        seq: seq.unwrap_or(0) + 1,
-        kind: &kind,
-        element: &element,
-        from,
-        to,
-    };
-    write_transition(conn, id, actor, &t, note)
 }
 
 /// A transition to record, with what its event names.
@@ -560,10 +545,7 @@ fn insert_allocation_rows(conn: &mut DbConn, orders: &[(i64, &[AllocationRow])])
     // parameters a row: 7,000 a statement, under SQLite's 32,766.
     for chunk in values.chunks(1000) {
         let insert = diesel::insert_into(oa::table).values(chunk);
-        match conn {
-            DbConn::Postgres(c) => insert.execute(c)?,
-            DbConn::Sqlite(c) => insert.execute(c)?,
-        };
+        crate::per_backend!(conn, |c| insert.execute(c)?);
     }
     Ok(())
 }
@@ -646,38 +628,22 @@ fn first_transition(o: &NewOrder) -> Transition<'_> {
     }
 }
 
-/// Proposes an order: validates it against the policy, plans its
-/// allocation, and stores it as `proposed`. `rule_id` names the release rule
-/// that proposed it, if one did.
-pub fn propose(
-    conn: &mut DbConn,
-    actor: &str,
-    o: &NewOrder,
-    rule_id: Option<i64>,
-) -> ApiResult<OrderView> {
-    let id = propose_new(conn, actor, o, rule_id)?;
-    view(conn, id)
-}
-
-/// `propose` without reading the order back: the new order's id.
-pub fn propose_new(
-    conn: &mut DbConn,
-    actor: &str,
-    o: &NewOrder,
-    rule_id: Option<i64>,
-) -> ApiResult<i64> {
+/// Proposes an order by hand: validates it against the policy, plans its
+/// allocation, and stores it as `proposed` through [`insert_proposed`], the
+/// one writer of new orders (release rules propose theirs in batches).
+pub fn propose(conn: &mut DbConn, actor: &str, o: &NewOrder) -> ApiResult<OrderView> {
     let (element, form, grade) = (o.element.as_str(), o.form.as_str(), o.grade.as_str());
     let (plan, supplies) = plan(conn, o.kind, element, form, grade, o.quantity.0)?;
-    let allocations = allocation_rows(&plan, &supplies)?;
-    let now = types::to_db(types::now());
-    let id: i64 = diesel::insert_into(ro::table)
-        .values(NewOrderRow::of(o, &plan, actor, rule_id, now))
-        .returning(ro::id)
-        .get_result(conn)?;
-    // A new order: no allocation to replace, no transition before.
-    insert_allocation_rows(conn, &[(id, &allocations)])?;
-    write_transition(conn, id, actor, &first_transition(o), None)?;
-    Ok(id)
+    let planned = Planned {
+        allocations: allocation_rows(&plan, &supplies)?,
+        order: o.clone(),
+        plan,
+    };
+    let (id, event) = insert_proposed(conn, &[(None, actor, &planned)])?
+        .pop()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no order stored")))?;
+    events::repo::stage_all(conn, std::slice::from_ref(&event))?;
+    view(conn, id)
 }
 
 /// A new order planned and checked on stock and a policy read beforehand:
@@ -714,14 +680,15 @@ pub fn plan_new(
     })
 }
 
-/// Stores orders that release rules propose, each as `propose_new` would:
-/// the orders, their allocations and their first transitions, one statement
-/// per table for all of them. `proposals` are (rule id, actor, order), one
-/// per rule. Returns each order's id and its `order.proposed` event, in the
-/// order given; the caller stages the events where they belong among its own.
+/// Stores new orders as `proposed`: the orders, their allocations and their
+/// first transitions, one statement per table for all of them. `proposals`
+/// are (rule id, actor, order): one order by hand (no rule), or any number
+/// that release rules propose, one per rule. Returns each order's id and its
+/// `order.proposed` event, in the order given; the caller stages the events
+/// where they belong among its own.
 pub fn insert_proposed(
     conn: &mut DbConn,
-    proposals: &[(i64, &str, &Planned)],
+    proposals: &[(Option<i64>, &str, &Planned)],
 ) -> ApiResult<Vec<(i64, events::repo::NewEvent)>> {
     if proposals.is_empty() {
         return Ok(Vec::new());
@@ -730,33 +697,25 @@ pub fn insert_proposed(
     let now = types::to_db(at);
     let rows: Vec<NewOrderRow> = proposals
         .iter()
-        .map(|(rule, actor, p)| NewOrderRow::of(&p.order, &p.plan, actor, Some(*rule), now))
+        .map(|(rule, actor, p)| NewOrderRow::of(&p.order, &p.plan, actor, *rule, now))
         .collect();
     let insert = diesel::insert_into(ro::table)
         .values(rows)
         .returning((ro::id, ro::rule_id));
     // RETURNING's row order is unspecified (SQLite says so): match by rule.
-    let stored: Vec<(i64, Option<i64>)> = match conn {
-        DbConn::Postgres(c) => insert.get_results(c)?,
-        DbConn::Sqlite(c) => insert.get_results(c)?,
+    let stored: Vec<(i64, Option<i64>)> = crate::per_backend!(conn, |c| insert.get_results(c)?);
+    let ids: Vec<i64> = if let [(id, _)] = stored[..] {
+        vec![id]
+    } else {
+        let by_rule: std::collections::HashMap<Option<i64>, i64> =
+            stored.into_iter().map(|(id, rule)| (rule, id)).collect();
+        if by_rule.len() != proposals.len() || by_rule.contains_key(&None) {
+            return Err(ApiError::internal(anyhow::anyhow!(
+                "a batch of new orders needs one distinct rule each"
+            )));
+        }
+        proposals.iter().map(|(rule, _, _)| by_rule[rule]).collect()
     };
-    let by_rule: std::collections::HashMap<i64, i64> = stored
-        .into_iter()
-        .filter_map(|(id, rule)| rule.map(|r| (r, id)))
-        .collect();
-    let ids: Vec<i64> = proposals
-        .iter()
-        .map(|(rule, _, _)| {
-            by_rule.get(rule).copied().ok_or_else(|| {
-                ApiError::internal(anyhow::anyhow!("no order stored for rule {rule}"))
-            })
-        })
-        .collect::<ApiResult<_>>()?;
-    if by_rule.len() != proposals.len() {
-        return Err(ApiError::internal(anyhow::anyhow!(
-            "two proposals of one rule in one batch"
-        )));
-    }
     let allocations: Vec<(i64, &[AllocationRow])> = ids
         .iter()
         .zip(proposals)
@@ -780,10 +739,7 @@ pub fn insert_proposed(
         })
         .collect();
     let insert = diesel::insert_into(ot::table).values(transitions);
-    match conn {
-        DbConn::Postgres(c) => insert.execute(c)?,
-        DbConn::Sqlite(c) => insert.execute(c)?,
-    };
+    crate::per_backend!(conn, |c| insert.execute(c)?);
     Ok(ids
         .iter()
         .zip(proposals)

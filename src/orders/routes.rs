@@ -65,7 +65,7 @@ pub async fn create(
         "/api/v1/release-orders".into(),
         &body,
         StatusCode::CREATED,
-        move |c, _| repo::propose(c, &actor, &order, None),
+        move |c, _| repo::propose(c, &actor, &order),
     )
     .await
 }

@@ -1129,12 +1129,12 @@ impl Round<'_> {
     /// Returns the evaluations in `batch`'s order.
     fn write(&self, conn: &mut DbConn, batch: &[Prepared]) -> ApiResult<Vec<EvaluationView>> {
         let actors: Vec<String> = batch.iter().map(Prepared::actor).collect();
-        let proposals: Vec<(i64, &str, &crate::orders::repo::Planned)> = batch
+        let proposals: Vec<(Option<i64>, &str, &crate::orders::repo::Planned)> = batch
             .iter()
             .zip(&actors)
             .filter_map(|(p, actor)| {
                 let planned = &p.proposal.as_ref()?.planned;
-                Some((p.rule.id, actor.as_str(), planned))
+                Some((Some(p.rule.id), actor.as_str(), planned))
             })
             .collect();
         let mut stored = crate::orders::repo::insert_proposed(conn, &proposals)?.into_iter();
@@ -1155,7 +1155,7 @@ impl Round<'_> {
             let proposed = conn.transaction(|c| {
                 crate::orders::repo::insert_proposed(
                     c,
-                    &[(p.rule.id, actor.as_str(), &proposal.planned)],
+                    &[(Some(p.rule.id), actor.as_str(), &proposal.planned)],
                 )
             });
             match proposed {
@@ -1277,10 +1277,7 @@ impl Round<'_> {
         let insert = diesel::insert_into(ev::table)
             .values(rows)
             .returning(ev::all_columns);
-        let stored: Vec<EvaluationRow> = match conn {
-            DbConn::Postgres(c) => insert.get_results(c)?,
-            DbConn::Sqlite(c) => insert.get_results(c)?,
-        };
+        let stored: Vec<EvaluationRow> = crate::per_backend!(conn, |c| insert.get_results(c)?);
         // RETURNING's row order is unspecified: match by rule (one
         // evaluation a rule in a round).
         let mut by_rule: HashMap<i64, EvaluationRow> =
@@ -1330,30 +1327,17 @@ fn update_states(conn: &mut DbConn, states: &[(i64, State)]) -> ApiResult<()> {
             s.last_fired_at.map(types::to_db),
         )
     });
-    match conn {
-        DbConn::Postgres(c) => {
-            let mut q = diesel::sql_query(sql).into_boxed();
-            for (id, consecutive, armed, last) in rows {
-                q = q
-                    .bind::<BigInt, _>(id)
-                    .bind::<Integer, _>(consecutive)
-                    .bind::<Bool, _>(armed)
-                    .bind::<Nullable<Timestamp>, _>(last);
-            }
-            q.execute(c)?
+    crate::per_backend!(conn, |c| {
+        let mut q = diesel::sql_query(&sql).into_boxed();
+        for (id, consecutive, armed, last) in rows {
+            q = q
+                .bind::<BigInt, _>(id)
+                .bind::<Integer, _>(consecutive)
+                .bind::<Bool, _>(armed)
+                .bind::<Nullable<Timestamp>, _>(last);
         }
-        DbConn::Sqlite(c) => {
-            let mut q = diesel::sql_query(sql).into_boxed();
-            for (id, consecutive, armed, last) in rows {
-                q = q
-                    .bind::<BigInt, _>(id)
-                    .bind::<Integer, _>(consecutive)
-                    .bind::<Bool, _>(armed)
-                    .bind::<Nullable<Timestamp>, _>(last);
-            }
-            q.execute(c)?
-        }
-    };
+        q.execute(c)?
+    });
     Ok(())
 }
 

@@ -34,10 +34,7 @@ pub fn insert_if_missing(
     let insert = diesel::insert_into(stockpiles::table)
         .values(values)
         .on_conflict_do_nothing();
-    let inserted = match conn {
-        DbConn::Postgres(c) => insert.execute(c)?,
-        DbConn::Sqlite(c) => insert.execute(c)?,
-    };
+    let inserted = crate::per_backend!(conn, |c| insert.execute(c)?);
     Ok(inserted > 0)
 }
 

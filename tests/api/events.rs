@@ -444,6 +444,12 @@ async fn bad_positions_and_filters_are_named(backend: Backend) {
             vec![("Last-Event-ID", "x".to_string())],
             "Last-Event-ID",
         ),
+        // Not visible ASCII: named, not mistaken for an empty header.
+        (
+            "",
+            vec![("Last-Event-ID", "7.\u{c4}".to_string())],
+            "Last-Event-ID",
+        ),
         ("?type=ledger.entries", vec![], "type"),
         ("?element=Xx", vec![], "element"),
         ("?colour=red", vec![], "colour"),
