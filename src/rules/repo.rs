@@ -438,7 +438,9 @@ pub struct Holding {
     pub unreserved_element_g: Decimal,
 }
 
-/// One stockpile as a firing is sized against it and its order planned on.
+/// One stockpile as a firing is sized against it and its order planned on:
+/// a stockpile joined to its depot, in `StockBook::load`'s column order.
+#[derive(Queryable)]
 struct StockpileRow {
     id: i64,
     element: String,
@@ -448,8 +450,14 @@ struct StockpileRow {
     reserved_g: i64,
     depot_id: i64,
     depot: String,
-    depot_active: bool,
+    depot_status: String,
     depot_rate_g_per_day: i64,
+}
+
+impl StockpileRow {
+    fn depot_active(&self) -> bool {
+        self.depot_status == "active"
+    }
 }
 
 /// The stock of some elements, their forms' element-mass factors and their
@@ -464,19 +472,7 @@ impl StockBook {
     pub fn load<S: AsRef<str>>(conn: &mut DbConn, elements: &[S]) -> ApiResult<StockBook> {
         use crate::db::schema::depots;
         let names: Vec<&str> = elements.iter().map(AsRef::as_ref).collect();
-        type Row = (
-            i64,
-            String,
-            String,
-            String,
-            i64,
-            i64,
-            i64,
-            String,
-            String,
-            i64,
-        );
-        let rows: Vec<Row> = stockpiles::table
+        let stockpiles: Vec<StockpileRow> = stockpiles::table
             .inner_join(depots::table)
             .filter(stockpiles::element.eq_any(&names))
             .select((
@@ -492,36 +488,6 @@ impl StockBook {
                 depots::max_drawdown_g_per_day,
             ))
             .load(conn)?;
-        let stockpiles = rows
-            .into_iter()
-            .map(
-                |(
-                    id,
-                    element,
-                    form,
-                    grade,
-                    on_hand_g,
-                    reserved_g,
-                    depot_id,
-                    depot,
-                    status,
-                    rate,
-                )| {
-                    StockpileRow {
-                        id,
-                        element,
-                        form,
-                        grade,
-                        on_hand_g,
-                        reserved_g,
-                        depot_id,
-                        depot,
-                        depot_active: status == "active",
-                        depot_rate_g_per_day: rate,
-                    }
-                },
-            )
-            .collect();
         Ok(StockBook {
             stockpiles,
             factors: crate::elements::repo::factors(conn)?,
@@ -534,7 +500,7 @@ impl StockBook {
     pub fn material(&self, rule: &RuleRow) -> Option<(String, String, i64)> {
         let mut by_material: std::collections::BTreeMap<(&str, &str), i64> = Default::default();
         for s in &self.stockpiles {
-            if s.element == rule.element && s.depot_active {
+            if s.element == rule.element && s.depot_active() {
                 *by_material.entry((&s.form, &s.grade)).or_default() += s.on_hand_g - s.reserved_g;
             }
         }
@@ -562,7 +528,7 @@ impl StockBook {
         self.stockpiles
             .iter()
             .filter(|s| s.element == element && s.form == form && s.grade == grade)
-            .filter(|s| s.depot_active)
+            .filter(|s| s.depot_active())
             .map(|s| {
                 crate::orders::repo::Supply::new(
                     s.depot_id,
