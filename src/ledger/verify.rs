@@ -1553,7 +1553,35 @@ mod tests {
         };
         let h = RowHasher::new();
         let (a, b) = (h.row(1, at, 1, [10, 1, 1]), h.row(1, at, 2, [30, 2, 2]));
-        assert_eq!(a.wrapping_add(b), b.wrapping_add(a));
+        // A multiset of rows: the sum is the same in any order, and moves
+        // when a row is dropped or counted twice.
+        let rows: Vec<u128> = (1..=6)
+            .map(|s| h.row(1 + s % 2, at, s, [10 * s, s, s]))
+            .collect();
+        let sum = |rows: &[u128]| rows.iter().fold(0u128, |acc, r| acc.wrapping_add(*r));
+        let total = sum(&rows);
+        let mut reversed = rows.clone();
+        reversed.reverse();
+        assert_eq!(sum(&reversed), total, "reversed");
+        let mut rotated = rows.clone();
+        rotated.rotate_left(2);
+        assert_eq!(sum(&rotated), total, "rotated");
+        for i in 0..rows.len() {
+            let mut dropped = rows.clone();
+            dropped.remove(i);
+            assert_ne!(sum(&dropped), total, "row {i} dropped");
+            let mut doubled = rows.clone();
+            doubled.push(rows[i]);
+            assert_ne!(sum(&doubled), total, "row {i} twice");
+            // Dropped and another doubled: the row count stays.
+            let mut swapped = dropped.clone();
+            swapped.push(rows[(i + 1) % rows.len()]);
+            assert_ne!(
+                sum(&swapped),
+                total,
+                "row {i} replaced by a copy of another"
+            );
+        }
         assert_ne!(a.wrapping_add(a), 0, "a row twice does not cancel out");
         assert_ne!(a, h.row(1, at, 1, [10, 1, 2]));
         assert_ne!(a, h.row(2, at, 1, [10, 1, 1]));
