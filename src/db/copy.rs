@@ -52,6 +52,8 @@ pub struct BinaryCopy<R> {
     tuples: u64,
     /// The current text field's bytes.
     scratch: Vec<u8>,
+    /// 2000-01-01 00:00:00.
+    epoch: chrono::NaiveDateTime,
 }
 
 impl<R: BufRead> BinaryCopy<R> {
@@ -87,7 +89,23 @@ impl<R: BufRead> BinaryCopy<R> {
             field: columns,
             tuples: 0,
             scratch: Vec::new(),
+            epoch: pg_epoch(),
         })
+    }
+
+    /// The next `N` bytes: from the reader's buffer when they are all in it
+    /// (a tuple normally arrives whole, one COPY message each), else read
+    /// across its refills.
+    fn array<const N: usize>(&mut self, at: &str) -> QueryResult<[u8; N]> {
+        let buf = self.r.fill_buf().map_err(|e| io_error(e, at))?;
+        if let Some(b) = buf.get(..N) {
+            let b: [u8; N] = b.try_into().expect("N bytes");
+            self.r.consume(N);
+            return Ok(b);
+        }
+        let mut b = [0u8; N];
+        self.r.read_exact(&mut b).map_err(|e| io_error(e, at))?;
+        Ok(b)
     }
 
     /// Starts the next tuple: `true` when there is one, `false` at the
@@ -99,10 +117,7 @@ impl<R: BufRead> BinaryCopy<R> {
                 self.tuples, self.field, self.columns
             )));
         }
-        let mut count = [0u8; 2];
-        self.r
-            .read_exact(&mut count)
-            .map_err(|e| io_error(e, "a tuple's field count (no end-of-data marker)"))?;
+        let count = self.array::<2>("a tuple's field count (no end-of-data marker)")?;
         match i16::from_be_bytes(count) {
             -1 => Ok(false),
             n if n >= 0 && n as usize == self.columns => {
@@ -126,10 +141,7 @@ impl<R: BufRead> BinaryCopy<R> {
                 self.columns
             )));
         }
-        let mut len = [0u8; 4];
-        self.r
-            .read_exact(&mut len)
-            .map_err(|e| io_error(e, &format!("column {column}'s length")))?;
+        let len = self.array::<4>(column)?;
         self.field += 1;
         match i32::from_be_bytes(len) {
             -1 => Ok(None),
@@ -157,10 +169,7 @@ impl<R: BufRead> BinaryCopy<R> {
                 "column {column} has {len} bytes, not the 8 of a BIGINT"
             )));
         }
-        let mut b = [0u8; 8];
-        self.r
-            .read_exact(&mut b)
-            .map_err(|e| io_error(e, &format!("column {column}")))?;
+        let b = self.array::<8>(column)?;
         Ok(Some(i64::from_be_bytes(b)))
     }
 
@@ -175,7 +184,7 @@ impl<R: BufRead> BinaryCopy<R> {
     pub fn timestamp(&mut self, column: &str) -> QueryResult<chrono::NaiveDateTime> {
         let v = self.opt_i64(column)?;
         let micros = self.not_null(v, column)?;
-        pg_epoch()
+        self.epoch
             .checked_add_signed(chrono::Duration::microseconds(micros))
             .ok_or_else(|| {
                 malformed(format!(
@@ -190,6 +199,14 @@ impl<R: BufRead> BinaryCopy<R> {
             return Ok(None);
         };
         self.scratch.clear();
+        let buf = self.r.fill_buf().map_err(|e| io_error(e, column))?;
+        if let Some(b) = buf.get(..len) {
+            self.scratch.extend_from_slice(b);
+            self.r.consume(len);
+            return std::str::from_utf8(&self.scratch)
+                .map(Some)
+                .map_err(|e| malformed(format!("column {column} is not UTF-8: {e}")));
+        }
         // Through `take`, so a length from a corrupt stream allocates no more
         // than the bytes that actually arrive.
         let read = (&mut self.r)
