@@ -404,6 +404,7 @@ fn verify(settings: &Settings, stats: bool) -> anyhow::Result<()> {
             second_reader: Some(
                 db::DatabaseUrl::parse(&settings.database.url).map_err(anyhow::Error::msg)?,
             ),
+            select_pages: false,
         },
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -365,6 +365,7 @@ pub fn build(
             trusted_key,
             progress: None,
             second_reader: None,
+            select_pages: false,
         },
     )?;
     let latest = checkpoints::latest(conn)?.map(|c| CheckpointView::from(&c));

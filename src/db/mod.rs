@@ -1,6 +1,7 @@
 //! Database access: one connection type over SQLite and PostgreSQL, the pool, the
 //! embedded migrations, and the write transaction every ledger posting runs in.
 
+pub mod copy;
 pub mod schema;
 pub mod types;
 

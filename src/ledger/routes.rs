@@ -346,6 +346,11 @@ pub async fn verify(state: web::Data<AppState>, user: AuthUser) -> ApiResult<Htt
         ));
     }
     let trusted_key = state.audit_key.as_ref().map(|k| k.public_base64());
+    // As `reserve verify` does: a second connection, opened for this
+    // request outside the pool (so it cannot starve postings of pooled
+    // connections), reads every other page in the same snapshot. Without
+    // one (the database refuses it, or an in-memory SQLite), one reads.
+    let second_reader = crate::db::DatabaseUrl::parse(&state.settings.database.url).ok();
     let report = state
         .db(move |c| {
             verify::verify_with(
@@ -353,7 +358,8 @@ pub async fn verify(state: web::Data<AppState>, user: AuthUser) -> ApiResult<Htt
                 verify::VerifyOptions {
                     trusted_key,
                     progress: None,
-                    second_reader: None,
+                    second_reader,
+                    select_pages: false,
                 },
             )
         })

@@ -71,6 +71,10 @@ pub struct VerifyOptions<'a> {
     pub trusted_key: Option<String>,
     pub progress: Option<&'a mut dyn FnMut(i64, i64)>,
     pub second_reader: Option<crate::db::DatabaseUrl>,
+    /// On PostgreSQL, read the entries and `ledger_balances` with `SELECT`
+    /// (diesel's row decoding), as before binary COPY: kept so that tests can
+    /// check that both give the same report. Slower; SQLite always reads so.
+    pub select_pages: bool,
 }
 
 #[derive(Default)]
@@ -445,12 +449,14 @@ type Buffers = (Vec<PageEntry>, String);
 
 /// The entries with `after < sequence <= through`, at most a page of them.
 /// Reads into a page the checker handed back when there is one, so the
-/// buffers in use stay the same few however long the ledger.
+/// buffers in use stay the same few however long the ledger. On PostgreSQL,
+/// unless `select` says otherwise, with a binary COPY ([`copy_entries`]).
 fn load_entries(
     conn: &mut DbConn,
     after: i64,
     through: i64,
     spare: &mpsc::Receiver<Buffers>,
+    select: bool,
 ) -> QueryResult<Page> {
     use diesel::connection::DefaultLoadingMode;
     let (mut rows, text) = spare
@@ -462,6 +468,10 @@ fn load_entries(
         *t = text;
         t.clear();
     });
+    if let (DbConn::Postgres(c), false) = (&mut *conn, select) {
+        copy_entries(c, after, through, &mut rows)?;
+        return Ok(Page::Entries(rows, Text::take_page()));
+    }
     let found = le::table
         .filter(le::sequence.gt(after))
         .filter(le::sequence.le(through))
@@ -495,13 +505,83 @@ fn load_entries(
     Ok(Page::Entries(rows, Text::take_page()))
 }
 
+/// The columns of a page, in [`PageEntry`]'s order.
+const ENTRY_COLUMNS: &str = "sequence, stockpile_id, kind, quantity_g, balance_after_g, \
+    occurred_at, recorded_at, actor, reference, counterparty, origin_country, unit_price_micros, \
+    currency, note, idempotency_key, movement_id, order_id, prev_hash, hash";
+
+/// `load_entries` on PostgreSQL: the same query as a binary `COPY (SELECT …)
+/// TO STDOUT`, decoded by hand (`db::copy`) into the rows and the page's
+/// text exactly as diesel decodes the `SELECT`'s binary columns (`int8`,
+/// UTF-8-checked `text`, `timestamp` as microseconds since 2000). libpq's
+/// result building and diesel's row decoding were most of the reading
+/// thread's time, one after the server's on each connection; the stream is
+/// read as it arrives.
+fn copy_entries(
+    c: &mut diesel::PgConnection,
+    after: i64,
+    through: i64,
+    rows: &mut Vec<PageEntry>,
+) -> QueryResult<()> {
+    use crate::db::copy;
+    // Integers only: safe to inline (COPY takes no bind parameters).
+    let sql = format!(
+        "SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE sequence > {after} \
+         AND sequence <= {through} ORDER BY sequence LIMIT {PAGE}"
+    );
+    let read = {
+        let mut out = copy::copy_query(c, &sql)?;
+        let read = parse_entries(&mut out, rows);
+        if read.is_err() {
+            // The connection takes no statement before the stream ends.
+            let _ = copy::drain(&mut out);
+        }
+        read
+    };
+    let ended = copy::end(c);
+    read.and(ended)
+}
+
+/// A page's tuples, in [`ENTRY_COLUMNS`]' order; the stream must end after
+/// them.
+fn parse_entries(out: impl std::io::BufRead, rows: &mut Vec<PageEntry>) -> QueryResult<()> {
+    let mut p = crate::db::copy::BinaryCopy::new(out, 19)?;
+    let ts = |at| FastTs { at, text_len: 0 };
+    while p.next_tuple()? {
+        // Fields are read in the order written here, the columns' order.
+        rows.push(PageEntry {
+            sequence: p.i64("sequence")?,
+            stockpile_id: p.i64("stockpile_id")?,
+            kind: Text::push(p.text("kind")?),
+            quantity_g: p.i64("quantity_g")?,
+            balance_after_g: p.i64("balance_after_g")?,
+            occurred_at: ts(p.timestamp("occurred_at")?),
+            recorded_at: ts(p.timestamp("recorded_at")?),
+            actor: Text::push(p.text("actor")?),
+            reference: p.opt_text("reference")?.map(Text::push),
+            counterparty: p.opt_text("counterparty")?.map(Text::push),
+            origin_country: p.opt_text("origin_country")?.map(Text::push),
+            unit_price_micros: p.opt_i64("unit_price_micros")?,
+            currency: p.opt_text("currency")?.map(Text::push),
+            note: p.opt_text("note")?.map(Text::push),
+            idempotency_key: Text::push(p.text("idempotency_key")?),
+            movement_id: Text::push(p.text("movement_id")?),
+            order_id: p.opt_i64("order_id")?,
+            prev_hash: Text::push(p.text("prev_hash")?),
+            hash: Text::push(p.text("hash")?),
+        });
+    }
+    p.finish()?;
+    Ok(())
+}
+
 /// Reads the ledger in pages on the caller's connection (so in its snapshot)
 /// and hands them over until the receiver hangs up: the entries after each
 /// page's last, then `ledger_balances`.
-fn read_pages(conn: &mut DbConn, tx: PageSender, spare: mpsc::Receiver<Buffers>) {
+fn read_pages(conn: &mut DbConn, tx: PageSender, spare: mpsc::Receiver<Buffers>, select: bool) {
     let mut after = 0i64;
     loop {
-        let page = load_entries(conn, after, i64::MAX, &spare);
+        let page = load_entries(conn, after, i64::MAX, &spare, select);
         let last = match &page {
             Ok(Page::Entries(rows, _)) => rows.last().map(|e| e.sequence),
             _ => None,
@@ -515,7 +595,7 @@ fn read_pages(conn: &mut DbConn, tx: PageSender, spare: mpsc::Receiver<Buffers>)
             None => break,
         }
     }
-    read_balances(conn, &tx);
+    read_balances(conn, &tx, select);
 }
 
 /// Reads the given pages by sequence range (page k holds the sequences in
@@ -527,23 +607,26 @@ fn read_ranges(
     tx: PageSender,
     spare: mpsc::Receiver<Buffers>,
     balances: bool,
+    select: bool,
 ) {
     for k in pages {
-        let page = load_entries(conn, k * HALF_PAGE, (k + 1) * HALF_PAGE, &spare);
+        let page = load_entries(conn, k * HALF_PAGE, (k + 1) * HALF_PAGE, &spare, select);
         let failed = page.is_err();
         if tx.send(page).is_err() || failed {
             return;
         }
     }
     if balances {
-        read_balances(conn, &tx);
+        read_balances(conn, &tx, select);
     }
 }
 
 /// Reads `ledger_balances` once, sequentially, in pages: on SQLite one
 /// statement stepped as the pages are handed over (a scan in rowid order), on
-/// PostgreSQL a cursor over a sequential scan, fetched a page at a time.
-fn read_balances(conn: &mut DbConn, tx: &PageSender) {
+/// PostgreSQL a binary COPY of the table (a sequential scan) read as it
+/// arrives ([`copy_balances`]), or with `select` a cursor fetched a page at a
+/// time.
+fn read_balances(conn: &mut DbConn, tx: &PageSender, select: bool) {
     let page_len = PAGE as usize;
     match conn {
         DbConn::Sqlite(c) => {
@@ -585,6 +668,11 @@ fn read_balances(conn: &mut DbConn, tx: &PageSender) {
                 let _ = tx.send(Ok(Page::Balances(page)));
             }
         }
+        DbConn::Postgres(c) if !select => {
+            if let Err(e) = copy_balances(c, tx) {
+                let _ = tx.send(Err(e));
+            }
+        }
         DbConn::Postgres(c) => {
             use diesel::connection::SimpleConnection;
             if let Err(e) = c.batch_execute(
@@ -613,6 +701,67 @@ fn read_balances(conn: &mut DbConn, tx: &PageSender) {
             let _ = c.batch_execute("CLOSE verify_balances");
         }
     }
+}
+
+/// `ledger_balances` as one binary `COPY ledger_balances (…) TO STDOUT`,
+/// handed over a page at a time as it is decoded. If the checker hangs up
+/// (it found a problem in the entries), the rest of the stream is still read,
+/// since the connection takes no statement before it ends and the checker's
+/// connection goes on with the stockpiles.
+fn copy_balances(c: &mut diesel::PgConnection, tx: &PageSender) -> QueryResult<()> {
+    use crate::db::copy;
+    let read = {
+        let mut out = diesel::copy_to((
+            lb::stockpile_id,
+            lb::occurred_at,
+            lb::sequence,
+            lb::balance_g,
+            lb::entries,
+            lb::max_sequence,
+        ))
+        .with_format(diesel::pg::CopyFormat::Binary)
+        .load_raw(c)?;
+        let read = send_balances(&mut out, tx);
+        if !matches!(read, Ok(true)) {
+            let _ = copy::drain(&mut out);
+        }
+        read
+    };
+    let ended = copy::end(c);
+    read.and(ended).map(|_| ())
+}
+
+/// Decodes `ledger_balances` rows and sends them a page at a time: `true`
+/// when the stream was read to its end, `false` when the receiver hung up
+/// before.
+fn send_balances(out: impl std::io::BufRead, tx: &PageSender) -> QueryResult<bool> {
+    let page_len = PAGE as usize;
+    let mut p = crate::db::copy::BinaryCopy::new(out, 6)?;
+    let mut page = Vec::with_capacity(page_len);
+    while p.next_tuple()? {
+        page.push(BalanceRow {
+            stockpile_id: p.i64("stockpile_id")?,
+            occurred_at: FastTs {
+                at: p.timestamp("occurred_at")?,
+                text_len: 0,
+            },
+            sequence: p.i64("sequence")?,
+            balance_g: p.i64("balance_g")?,
+            entries: p.i64("entries")?,
+            max_sequence: p.i64("max_sequence")?,
+        });
+        if page.len() == page_len {
+            let full = std::mem::replace(&mut page, Vec::with_capacity(page_len));
+            if tx.send(Ok(Page::Balances(full))).is_err() {
+                return Ok(false);
+            }
+        }
+    }
+    p.finish()?;
+    if !page.is_empty() {
+        let _ = tx.send(Ok(Page::Balances(page)));
+    }
+    Ok(true)
 }
 
 /// Verifies one consistent snapshot of the whole ledger, so writers running
@@ -960,6 +1109,7 @@ fn verify_in(
     let mut stored: BTreeMap<i64, StoredRows> = BTreeMap::new();
     let hasher = RowHasher::new();
     let mut buf = Vec::with_capacity(512);
+    let select = opts.select_pages;
     // With a second connection, pages by sequence range, every other one on
     // each, as far as the highest sequence: unless that lies past the head
     // (then the entries after each page's last, as with one connection, so a
@@ -988,21 +1138,19 @@ fn verify_in(
         type Next = Box<dyn FnMut() -> Option<(QueryResult<Page>, usize)>>;
         let mut pages: Next = match ranges {
             None => {
-                readers.push(scope.spawn(move || read_pages(first, tx, spare)));
+                readers.push(scope.spawn(move || read_pages(first, tx, spare, select)));
                 Box::new(move || rx.recv().ok().map(|p| (p, 0)))
             }
             Some((mut second, n)) => {
                 let (tx1, rx1) = mpsc::sync_channel(1);
                 let (back1, spare1) = mpsc::channel::<Buffers>();
                 backs.push(back1);
-                readers.push(
-                    scope.spawn(move || read_ranges(first, (0..n).step_by(2), tx, spare, false)),
-                );
-                readers.push(
-                    scope.spawn(move || {
-                        read_ranges(&mut second, (1..n).step_by(2), tx1, spare1, true)
-                    }),
-                );
+                readers.push(scope.spawn(move || {
+                    read_ranges(first, (0..n).step_by(2), tx, spare, false, select)
+                }));
+                readers.push(scope.spawn(move || {
+                    read_ranges(&mut second, (1..n).step_by(2), tx1, spare1, true, select)
+                }));
                 let mut k = 0;
                 Box::new(move || {
                     // Entries in page order, then ledger_balances.
@@ -1553,7 +1701,35 @@ mod tests {
         };
         let h = RowHasher::new();
         let (a, b) = (h.row(1, at, 1, [10, 1, 1]), h.row(1, at, 2, [30, 2, 2]));
-        assert_eq!(a.wrapping_add(b), b.wrapping_add(a));
+        // A multiset of rows: the sum is the same in any order, and moves
+        // when a row is dropped or counted twice.
+        let rows: Vec<u128> = (1..=6)
+            .map(|s| h.row(1 + s % 2, at, s, [10 * s, s, s]))
+            .collect();
+        let sum = |rows: &[u128]| rows.iter().fold(0u128, |acc, r| acc.wrapping_add(*r));
+        let total = sum(&rows);
+        let mut reversed = rows.clone();
+        reversed.reverse();
+        assert_eq!(sum(&reversed), total, "reversed");
+        let mut rotated = rows.clone();
+        rotated.rotate_left(2);
+        assert_eq!(sum(&rotated), total, "rotated");
+        for i in 0..rows.len() {
+            let mut dropped = rows.clone();
+            dropped.remove(i);
+            assert_ne!(sum(&dropped), total, "row {i} dropped");
+            let mut doubled = rows.clone();
+            doubled.push(rows[i]);
+            assert_ne!(sum(&doubled), total, "row {i} twice");
+            // Dropped and another doubled: the row count stays.
+            let mut swapped = dropped.clone();
+            swapped.push(rows[(i + 1) % rows.len()]);
+            assert_ne!(
+                sum(&swapped),
+                total,
+                "row {i} replaced by a copy of another"
+            );
+        }
         assert_ne!(a.wrapping_add(a), 0, "a row twice does not cancel out");
         assert_ne!(a, h.row(1, at, 1, [10, 1, 2]));
         assert_ne!(a, h.row(2, at, 1, [10, 1, 1]));

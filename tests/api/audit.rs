@@ -582,7 +582,7 @@ async fn a_signed_checkpoint_proves_heads_and_catches_deleted_newest_entries(bac
         .expect(200)
         .body;
     assert_eq!(list["items"][0]["id"], 2);
-    let v = app.verify().await;
+    let v = app.verify_both_ways().await;
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["checkpoint"]["id"], 2);
 
@@ -607,7 +607,7 @@ async fn a_signed_checkpoint_proves_heads_and_catches_deleted_newest_entries(bac
         prev = newest["prev_hash"].as_str().unwrap()
     ))
     .unwrap();
-    let v = app.verify().await;
+    let v = app.verify_both_ways().await;
     assert_eq!(v["ok"], false, "{v}");
     assert_eq!(v["first_problem"]["kind"], "behind_checkpoint", "{v}");
     assert_eq!(v["first_problem"]["stockpile_id"], nd, "{v}");
@@ -635,7 +635,7 @@ async fn swapped_rows_are_named(backend: Backend) {
          UPDATE ledger_entries SET sequence = 3 WHERE sequence = -2;",
     )
     .unwrap();
-    let v = app.verify().await;
+    let v = app.verify_both_ways().await;
     assert_eq!(v["ok"], false, "{v}");
     assert_eq!(v["first_problem"]["sequence"], 2, "{v}");
     assert_eq!(v["first_problem"]["kind"], "hash_mismatch", "{v}");
@@ -646,10 +646,10 @@ async fn swapped_rows_are_named(backend: Backend) {
          UPDATE ledger_entries SET sequence = 3 WHERE sequence = -2;",
     )
     .unwrap();
-    assert_eq!(app.verify().await["ok"], true);
+    assert_eq!(app.verify_both_ways().await["ok"], true);
     conn.batch_execute("DELETE FROM ledger_entries WHERE sequence = 2")
         .unwrap();
-    let v = app.verify().await;
+    let v = app.verify_both_ways().await;
     assert_eq!(v["first_problem"]["kind"], "gap", "{v}");
     assert_eq!(v["first_problem"]["sequence"], 3, "{v}");
 }

@@ -446,6 +446,41 @@ impl TestApp {
             .body
     }
 
+    /// The API's report, checked against the library's over the same
+    /// database every way it can read: with one connection and with two in
+    /// one snapshot, and on PostgreSQL both with binary COPY (what the API
+    /// and the CLI use) and with the `SELECT` pages it replaced. All must
+    /// give the same report, to the problem's wording. Only where nothing
+    /// writes meanwhile.
+    pub async fn verify_both_ways(&self) -> Value {
+        use reserve::ledger::verify::{verify_with, VerifyOptions};
+        let api = self.verify().await;
+        let url = reserve::db::DatabaseUrl::parse(self.db.url()).unwrap();
+        let trusted_key = self.state.audit_key.as_ref().map(|k| k.public_base64());
+        for select_pages in [false, true] {
+            for second_reader in [None, Some(url.clone())] {
+                let two = second_reader.is_some();
+                let mut conn = reserve::db::establish(&url).unwrap();
+                let report = verify_with(
+                    &mut conn,
+                    VerifyOptions {
+                        trusted_key: trusted_key.clone(),
+                        progress: None,
+                        second_reader,
+                        select_pages,
+                    },
+                )
+                .unwrap_or_else(|e| panic!("select_pages {select_pages}, two readers {two}: {e}"));
+                assert_eq!(
+                    serde_json::to_value(&report).unwrap(),
+                    api,
+                    "select_pages {select_pages}, two readers {two}"
+                );
+            }
+        }
+        api
+    }
+
     pub async fn stop(self) {
         self.handle.stop(true).await;
     }

@@ -564,7 +564,7 @@ async fn verification_finds_the_first_tampered_entry(backend: Backend) {
     for kg in ["1", "2", "3"] {
         app.acquire("NV1", "Sm", kg).await.expect(201);
     }
-    assert_eq!(app.verify().await["ok"], true);
+    assert_eq!(app.verify_both_ways().await["ok"], true);
     // An attacker with database access disables the append-only guard and edits
     // entry 2. The API offers no way to do this; the chain must expose it.
     let mut conn =
@@ -587,7 +587,7 @@ async fn verification_finds_the_first_tampered_entry(backend: Backend) {
     };
     conn.batch_execute(drop).unwrap();
     conn.batch_execute(edit).unwrap();
-    let v = app.verify().await;
+    let v = app.verify_both_ways().await;
     assert_eq!(v["ok"], false);
     assert_eq!(v["first_problem"]["sequence"], 2, "{v}");
     assert_eq!(v["verified_through"], 1, "{v}");
@@ -602,7 +602,7 @@ async fn verification_finds_the_first_tampered_entry(backend: Backend) {
     }
     conn.batch_execute("DELETE FROM ledger_entries WHERE sequence = 2")
         .unwrap();
-    let v = app.verify().await;
+    let v = app.verify_both_ways().await;
     assert_eq!(v["ok"], false);
     assert_eq!(v["first_problem"]["sequence"], 3, "{v}");
     assert!(
