@@ -349,10 +349,16 @@ pub async fn verify(state: web::Data<AppState>, user: AuthUser) -> ApiResult<Htt
     // As `reserve verify` does: a second connection, opened for this
     // request outside the pool (so it cannot starve postings of pooled
     // connections), reads every other page in the same snapshot. Without
-    // one (the database refuses it, or an in-memory SQLite), one reads.
-    let second_reader = crate::db::DatabaseUrl::parse(&state.settings.database.url).ok();
+    // one (the database refuses it, or an in-memory SQLite), one reads. One
+    // such connection at a time in this process: concurrent verifications
+    // read with their pooled connection alone rather than open one each.
+    let slot = SecondReaderSlot::take();
+    let second_reader = slot
+        .as_ref()
+        .and_then(|_| crate::db::DatabaseUrl::parse(&state.settings.database.url).ok());
     let report = state
         .db(move |c| {
+            let _slot = slot;
             verify::verify_with(
                 c,
                 verify::VerifyOptions {
@@ -365,4 +371,40 @@ pub async fn verify(state: web::Data<AppState>, user: AuthUser) -> ApiResult<Htt
         })
         .await?;
     Ok(HttpResponse::Ok().json(VerifyResponse { report }))
+}
+
+/// The one connection outside the pool that this process's verifications may
+/// open at a time (see `verify`); released when dropped.
+struct SecondReaderSlot;
+
+static SECOND_READER_TAKEN: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+impl SecondReaderSlot {
+    fn take() -> Option<SecondReaderSlot> {
+        use std::sync::atomic::Ordering;
+        SECOND_READER_TAKEN
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| SecondReaderSlot)
+    }
+}
+
+impl Drop for SecondReaderSlot {
+    fn drop(&mut self) {
+        SECOND_READER_TAKEN.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SecondReaderSlot;
+
+    #[test]
+    fn one_second_reader_at_a_time_and_free_again_when_dropped() {
+        let first = SecondReaderSlot::take().expect("the slot is free");
+        assert!(SecondReaderSlot::take().is_none(), "the slot is taken");
+        drop(first);
+        assert!(SecondReaderSlot::take().is_some(), "the slot is free again");
+    }
 }
