@@ -474,8 +474,10 @@ async fn a_group_member_sends_its_savepoint_and_writes(backend: Backend) {
         app.stop().await;
     }
     if backend == Backend::Postgres {
+        // 9.4 in one group of 16; each extra group a loaded machine splits
+        // them into adds about 0.75 (its BEGIN, locks, reads and COMMIT).
         assert!(
-            per_member[0] <= 10.5,
+            per_member[0] <= 11.5,
             "with read-ahead a member sends its savepoint and writes: {per_member:?}"
         );
         assert!(per_member[1] >= 16.0, "{per_member:?}");
