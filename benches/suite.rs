@@ -10,7 +10,9 @@
 //! Run it with `scripts/bench.sh` (`--smoke` for the short CI run). Prints
 //! one table and writes it to `target/bench/results.json`. Environment:
 //! TEST_DATABASE_URL (PostgreSQL admin URL), BENCH_SECONDS (per load
-//! scenario), BENCH_CLIENTS (32), BENCH_ENTRIES (ledger size of scenarios 4–6).
+//! scenario), BENCH_CLIENTS (32), BENCH_ENTRIES (ledger size of scenarios 4–6),
+//! BENCH_ONLY (a comma-separated list of scenario numbers to run, e.g.
+//! `1,10`; unset runs all: see `only`).
 //! See docs/performance.md.
 
 #[path = "../tests/api/helpers.rs"]
@@ -77,6 +79,17 @@ impl Row {
     }
 }
 
+/// Whether scenario `n` runs: every one unless BENCH_ONLY lists some.
+/// PostgreSQL's scenario 1 always runs (it is the reference of 3 and 10);
+/// the SQLite run (8, its own 1–3 and 10) runs when 8 is listed; 4–6 run
+/// (with the reads they compare against) when any of them is listed.
+fn only(n: &str) -> bool {
+    match std::env::var("BENCH_ONLY") {
+        Ok(list) if !list.trim().is_empty() => list.split(',').any(|s| s.trim() == n),
+        _ => true,
+    }
+}
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -101,12 +114,16 @@ fn main() {
         if opts.postgres {
             rows.extend(postgres_run(&opts).await);
         }
-        rows.extend(sqlite_run(&opts).await);
+        if only("8") {
+            rows.extend(sqlite_run(&opts).await);
+        }
         let rounds = if smoke { 3 } else { 20 };
-        if opts.postgres {
+        if opts.postgres && only("9") {
             rows.push(rules_row(helpers::Backend::Postgres, rounds).await);
         }
-        rows.push(rules_row(helpers::Backend::Sqlite, rounds).await);
+        if only("9") {
+            rows.push(rules_row(helpers::Backend::Sqlite, rounds).await);
+        }
     });
     print_table(&rows);
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
@@ -758,7 +775,12 @@ async fn postgres_run(o: &Opts) -> Vec<Row> {
 
     // Reads at the small ledger (85 entries of setup plus 915 more).
     top_up(&server.base, &operator, 1000).await;
-    let small_reads = reads(&server.base, &viewer, o, 1).await;
+    let large = only("4") || only("5") || only("6");
+    let small_reads = if large {
+        reads(&server.base, &viewer, o, 1).await
+    } else {
+        BTreeMap::new()
+    };
 
     // 1: single postings spread over 85 stockpiles.
     server.reset_peak();
@@ -801,60 +823,68 @@ async fn postgres_run(o: &Opts) -> Vec<Row> {
     });
 
     // 2: the hot spot.
-    let l2 = load(
-        &server.base,
-        &operator,
-        o.clients,
-        secs,
-        Rc::new(|c, i| posting(c, i, true)),
-    )
-    .await;
-    let hot: Vec<_> = sp
-        .iter()
-        .filter(|(_, _, code, el)| code == DEPOTS[0] && el == ELEMENTS[0])
-        .cloned()
-        .collect();
-    let limit2 = pgbench(&limit_url, o.clients, o.seconds, &hot);
-    let mut r2 = with_limit(
-        load_row("2 hot spot: one stockpile", "postgres", &l2, "postings/s"),
-        "pgbench, same row",
-        limit2.as_ref().ok().copied(),
-        ">= 0.40",
-        0.40,
-    );
-    if let Err(e) = &limit2 {
-        r2.note = format!("FAILED: {e}");
+    if only("2") {
+        let l2 = load(
+            &server.base,
+            &operator,
+            o.clients,
+            secs,
+            Rc::new(|c, i| posting(c, i, true)),
+        )
+        .await;
+        let hot: Vec<_> = sp
+            .iter()
+            .filter(|(_, _, code, el)| code == DEPOTS[0] && el == ELEMENTS[0])
+            .cloned()
+            .collect();
+        let limit2 = pgbench(&limit_url, o.clients, o.seconds, &hot);
+        let mut r2 = with_limit(
+            load_row("2 hot spot: one stockpile", "postgres", &l2, "postings/s"),
+            "pgbench, same row",
+            limit2.as_ref().ok().copied(),
+            ">= 0.40",
+            0.40,
+        );
+        if let Err(e) = &limit2 {
+            r2.note = format!("FAILED: {e}");
+        }
+        rows.push(r2);
     }
-    rows.push(r2);
 
     // 10: scenario 1 again, against a server with group commit on.
-    rows.push(
-        group_commit_row(
-            o,
-            "postgres",
-            &url,
-            &operator,
-            ("pgbench posting script", limit1.as_ref().ok().copied()),
-        )
-        .await,
-    );
+    if only("10") {
+        rows.push(
+            group_commit_row(
+                o,
+                "postgres",
+                &url,
+                &operator,
+                ("pgbench posting script", limit1.as_ref().ok().copied()),
+            )
+            .await,
+        );
+    }
     admin_sql(&format!(
         "DROP DATABASE IF EXISTS {limit_name} WITH (FORCE)"
     ));
 
     // 3: batches of 1,000 entries.
-    let l3 = load(&server.base, &operator, 4, secs, Rc::new(batch)).await;
-    let mut r3 = load_row(
-        "3 batch, 1,000 entries a request",
-        "postgres",
-        &l3,
-        "entries/s",
-    );
-    r3 = with_limit(r3, "scenario 1 postings/s", s1, ">= 20x", 20.0);
-    rows.push(r3);
+    if only("3") {
+        let l3 = load(&server.base, &operator, 4, secs, Rc::new(batch)).await;
+        let mut r3 = load_row(
+            "3 batch, 1,000 entries a request",
+            "postgres",
+            &l3,
+            "entries/s",
+        );
+        r3 = with_limit(r3, "scenario 1 postings/s", s1, ">= 20x", 20.0);
+        rows.push(r3);
+    }
 
     // 4–6 at the large ledger.
-    rows.extend(large_ledger(o, &server, &url, &viewer, small_reads).await);
+    if large {
+        rows.extend(large_ledger(o, &server, &url, &viewer, small_reads).await);
+    }
     server.stop();
     rows
 }

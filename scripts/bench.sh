@@ -9,7 +9,11 @@
 #
 # Environment: TEST_DATABASE_URL (PostgreSQL admin URL, default the local
 # trust-auth server), BENCH_SECONDS, BENCH_CLIENTS, BENCH_ENTRIES;
-# RESERVE_TEST_SQLITE_ONLY=1 skips PostgreSQL.
+# RESERVE_TEST_SQLITE_ONLY=1 skips PostgreSQL. BENCH_ONLY=1,10 runs only the
+# listed scenarios (PostgreSQL's 1 always: it is the reference of 3 and 10;
+# the SQLite run when 8 is listed; the rules when 9 is): e.g.
+#   BENCH_ONLY=1,10 BENCH_SECONDS=10 scripts/bench.sh --smoke
+# measures group commit against one posting per transaction and pgbench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

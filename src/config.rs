@@ -135,6 +135,12 @@ pub struct GroupCommitSettings {
     pub window_us: u64,
     /// Most postings one group holds.
     pub max_members: usize,
+    /// PostgreSQL: a group reads what its members would each read under its
+    /// locks (stored responses, depots, floors, ceilings, period lock,
+    /// sequence, newest entries) once, and members send only their writes.
+    /// `false` runs each member's full statement sequence, as before session
+    /// 8: kept to measure the two in one run (docs/performance.md).
+    pub read_ahead: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

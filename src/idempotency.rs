@@ -10,7 +10,7 @@
 //! Records are kept for `idempotency.retention_days` (default 30), then purged:
 //! that is the replay window.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 
 use actix_web::{http::StatusCode, HttpResponse};
@@ -139,11 +139,49 @@ where
     T: Serialize,
     F: FnOnce(&mut DbConn) -> ApiResult<T>,
 {
+    claimed(conn, subject, key, request_hash, status, write, false)
+}
+
+/// `run_claimed` for a key whose lock the open transaction already holds
+/// and which, under that lock, has been seen to have no stored response
+/// (group commit: `ledger::group` locks and looks up all its members' keys
+/// at once). Sends neither the lock nor the lookup; the write and its
+/// record are still one savepoint.
+pub fn run_locked_unrecorded<T, F>(
+    conn: &mut DbConn,
+    subject: &str,
+    key: &str,
+    request_hash: &str,
+    status: impl StatusFor<T>,
+    write: F,
+) -> ApiResult<StoredResponse>
+where
+    T: Serialize,
+    F: FnOnce(&mut DbConn) -> ApiResult<T>,
+{
+    claimed(conn, subject, key, request_hash, status, write, true)
+}
+
+fn claimed<T, F>(
+    conn: &mut DbConn,
+    subject: &str,
+    key: &str,
+    request_hash: &str,
+    status: impl StatusFor<T>,
+    write: F,
+    checked: bool,
+) -> ApiResult<StoredResponse>
+where
+    T: Serialize,
+    F: FnOnce(&mut DbConn) -> ApiResult<T>,
+{
     let result = write_transaction(conn, |c| -> Result<StoredResponse, TxError> {
-        crate::db::lock_key_for_transaction(c, key_lock(subject, key))?;
-        // The first request may have committed while this one waited.
-        if let Some(found) = lookup(c, subject, key, request_hash)? {
-            return Ok(found);
+        if !checked {
+            crate::db::lock_key_for_transaction(c, key_lock(subject, key))?;
+            // The first request may have committed while this one waited.
+            if let Some(found) = lookup(c, subject, key, request_hash)? {
+                return Ok(found);
+            }
         }
         let value = write(c)?;
         let status = status.status_for(&value);
@@ -213,15 +251,50 @@ pub fn lookup(
         .select((rec::request_hash, rec::response_status, rec::response_body))
         .first(conn)
         .optional()?;
-    match found {
-        None => Ok(None),
-        Some((hash, _, _)) if hash != request_hash => Err(ApiError::IdempotencyKeyReused),
-        Some((_, status, body)) => Ok(Some(StoredResponse {
-            status: status as u16,
-            body,
-            replayed: true,
-        })),
+    found.map(|f| replay(f, request_hash)).transpose()
+}
+
+/// A stored (request_hash, status, body), as answered to a request with
+/// `request_hash`: its replay, or `IdempotencyKeyReused` when it was stored
+/// for a different request.
+pub fn replay((hash, status, body): Stored, request_hash: &str) -> ApiResult<StoredResponse> {
+    if hash != request_hash {
+        return Err(ApiError::IdempotencyKeyReused);
     }
+    Ok(StoredResponse {
+        status: status as u16,
+        body,
+        replayed: true,
+    })
+}
+
+/// A stored response as read: (request_hash, status, body).
+pub type Stored = (String, i32, String);
+
+/// The stored response of each of `pairs` (subject, key) that has one, in
+/// one statement (group commit).
+pub fn lookup_all(
+    conn: &mut DbConn,
+    pairs: &BTreeSet<(String, String)>,
+) -> ApiResult<BTreeMap<(String, String), Stored>> {
+    let subjects: BTreeSet<&str> = pairs.iter().map(|(s, _)| s.as_str()).collect();
+    let keys: BTreeSet<&str> = pairs.iter().map(|(_, k)| k.as_str()).collect();
+    let rows: Vec<(String, String, String, i32, String)> = rec::table
+        .filter(rec::subject.eq_any(subjects))
+        .filter(rec::idempotency_key.eq_any(keys))
+        .select((
+            rec::subject,
+            rec::idempotency_key,
+            rec::request_hash,
+            rec::response_status,
+            rec::response_body,
+        ))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter(|(s, k, ..)| pairs.contains(&(s.clone(), k.clone())))
+        .map(|(s, k, h, st, b)| ((s, k), (h, st, b)))
+        .collect())
 }
 
 /// Keys whose first request is still running in this process.

@@ -339,6 +339,7 @@ pub fn build_state(settings: Settings, keys: TokenKeys) -> anyhow::Result<web::D
             metrics: metrics.clone(),
             write_gate: write_gate.clone(),
             postgres: matches!(url, db::DatabaseUrl::Postgres(_)),
+            read_ahead: settings.group_commit.read_ahead,
         },
     );
     Ok(web::Data::new(AppState {

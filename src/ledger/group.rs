@@ -55,16 +55,19 @@ use diesel::prelude::*;
 use tokio::sync::oneshot;
 
 use super::model::StockpileKey;
+use super::post::Known;
 use crate::config::GroupCommitSettings;
-use crate::db::schema::{depots, stockpiles};
+use crate::db::schema::{ceilings, depots, element_policies, ledger_head, stockpiles};
 use crate::db::{write_transaction, DbConn, Pool};
 use crate::error::{ApiError, ApiResult};
 use crate::idempotency::{self, InFlightGuard, StoredResponse};
 use crate::metrics::{self, Metrics};
 
-/// What a member writes: `ledger::post` and the response value, run inside
+/// What a member writes: `ledger::post` (`post_in`, given what the group
+/// read for its members on PostgreSQL) and the response value, run inside
 /// its savepoint.
-pub type Work = Box<dyn FnOnce(&mut DbConn) -> ApiResult<serde_json::Value> + Send>;
+pub type Work =
+    Box<dyn FnOnce(&mut DbConn, Option<&mut Known>) -> ApiResult<serde_json::Value> + Send>;
 
 /// One posting request, as handed to the committer.
 pub struct Request {
@@ -119,6 +122,8 @@ pub struct Committer {
     /// SQLite's write gate (`AppState::write_gate`), held for a whole group.
     pub write_gate: Option<Arc<Mutex<()>>>,
     pub postgres: bool,
+    /// `group_commit.read_ahead` (PostgreSQL): `read_ahead` for the members.
+    pub read_ahead: bool,
 }
 
 impl GroupCommit {
@@ -252,23 +257,72 @@ impl Committer {
         }
         if !members.is_empty() {
             let count = members.len() as u64;
-            let locks = resolved.map(|ids| Locks::of(&members, &ids));
+            let locks = resolved.map(|ids| (Locks::of(&members, &ids), ids));
             let mut outcomes = Vec::with_capacity(members.len());
             let indices: Vec<usize> = members.iter().map(|(i, _)| *i).collect();
             let committed = write_transaction(&mut conn, |c| -> ApiResult<()> {
-                if let Some(locks) = &locks {
+                if let Some((locks, _)) = locks.as_ref().filter(|_| !self.read_ahead) {
                     locks.take(c)?;
                 }
+                let Some((locks, ids)) = locks.as_ref().filter(|_| self.read_ahead) else {
+                    // SQLite (and PostgreSQL without read-ahead): every
+                    // member as it runs alone, in its savepoint.
+                    for (i, r) in members {
+                        let work = r.work;
+                        let outcome = idempotency::run_claimed(
+                            c,
+                            &r.subject,
+                            &r.key,
+                            &r.request_hash,
+                            StatusCode::CREATED,
+                            |c| work(c, None),
+                        );
+                        outcomes.push((i, outcome));
+                    }
+                    return Ok(());
+                };
+                locks.take(c)?;
+                let (mut known, mut recorded) = read_ahead(c, &members, ids)?;
+                let start = known.moving.last_sequence;
+                let mut ran = BTreeSet::new();
                 for (i, r) in members {
-                    let outcome = idempotency::run_claimed(
-                        c,
-                        &r.subject,
-                        &r.key,
-                        &r.request_hash,
-                        StatusCode::CREATED,
-                        r.work,
-                    );
+                    let pair = (r.subject.clone(), r.key.clone());
+                    let work = r.work;
+                    let before = known.moving.clone();
+                    let outcome = if !ran.insert(pair.clone()) {
+                        // The key's earlier member may have stored a response
+                        // in this transaction: look, as a later request would.
+                        idempotency::run_claimed(
+                            c,
+                            &r.subject,
+                            &r.key,
+                            &r.request_hash,
+                            StatusCode::CREATED,
+                            |c| work(c, Some(&mut known)),
+                        )
+                    } else if let Some(found) = recorded.remove(&pair) {
+                        idempotency::replay(found, &r.request_hash)
+                    } else {
+                        idempotency::run_locked_unrecorded(
+                            c,
+                            &r.subject,
+                            &r.key,
+                            &r.request_hash,
+                            StatusCode::CREATED,
+                            |c| work(c, Some(&mut known)),
+                        )
+                    };
+                    // Only a member that wrote and released its savepoint
+                    // keeps what it advanced (a refusal rolled its rows back).
+                    if !matches!(&outcome, Ok(s) if !s.replayed) {
+                        known.moving = before;
+                    }
                     outcomes.push((i, outcome));
+                }
+                if known.moving.last_sequence != start {
+                    diesel::update(ledger_head::table.filter(ledger_head::id.eq(1)))
+                        .set(ledger_head::last_sequence.eq(known.moving.last_sequence))
+                        .execute(c)?;
                 }
                 Ok(())
             });
@@ -291,13 +345,14 @@ impl Committer {
             }
         }
         for (i, r) in alone {
+            let work = r.work;
             answers[i] = Some(idempotency::run_claimed(
                 &mut conn,
                 &r.subject,
                 &r.key,
                 &r.request_hash,
                 StatusCode::CREATED,
-                r.work,
+                |c| work(c, None),
             ));
             self.metrics
                 .add_postings(metrics::postings::take_committed());
@@ -403,6 +458,93 @@ fn resolve(
             by_name.get(&name).map(|ids| (k.clone(), *ids))
         })
         .collect())
+}
+
+/// Stored responses by (subject, key), as `idempotency::lookup_all` reads them.
+type Recorded = BTreeMap<(String, String), idempotency::Stored>;
+
+/// What the members would each read for themselves under the locks the
+/// group took ahead (PostgreSQL), read once for all of them: the stored
+/// responses of their keys, their depot rows, stockpile ids (already
+/// resolved), the newest entry of each stockpile, the elements' floors and
+/// ceilings, the period lock and `ledger_head`. Six statements a group
+/// rather than about nine a member (`ledger::post::Known`).
+fn read_ahead(
+    conn: &mut DbConn,
+    members: &[(usize, Request)],
+    ids: &BTreeMap<StockpileKey, (i64, i64)>,
+) -> ApiResult<(Known, Recorded)> {
+    // The members' stockpiles only: those the group locked.
+    let ids: BTreeMap<&StockpileKey, (i64, i64)> = members
+        .iter()
+        .flat_map(|(_, r)| &r.stockpiles)
+        .filter_map(|k| ids.get(k).map(|v| (k, *v)))
+        .collect();
+    let pairs: BTreeSet<(String, String)> = members
+        .iter()
+        .map(|(_, r)| (r.subject.clone(), r.key.clone()))
+        .collect();
+    let recorded = idempotency::lookup_all(conn, &pairs)?;
+    let depot_ids: Vec<i64> = ids
+        .values()
+        .map(|(_, d)| *d)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let depots = crate::depots::repo::by_ids(conn, &depot_ids)?
+        .into_iter()
+        .map(|d| (d.code.clone(), d))
+        .collect();
+    let stockpile_ids: BTreeSet<i64> = ids.values().map(|(s, _)| *s).collect();
+    // One backward step on the (stockpile_id, occurred_at) index a
+    // stockpile, as `ledger::post` takes it.
+    let newest_of = diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::Timestamp>>(
+        "(SELECT e.occurred_at FROM ledger_entries e WHERE e.stockpile_id = stockpiles.id \
+         ORDER BY e.occurred_at DESC LIMIT 1)",
+    );
+    let newest: BTreeMap<i64, Option<chrono::NaiveDateTime>> = stockpiles::table
+        .filter(stockpiles::id.eq_any(&stockpile_ids))
+        .select((stockpiles::id, newest_of))
+        .load(conn)?
+        .into_iter()
+        .collect();
+    let elements: BTreeSet<String> = ids.keys().map(|k| k.element.to_string()).collect();
+    let mut floors: BTreeMap<String, Option<i64>> =
+        elements.iter().map(|e| (e.clone(), None)).collect();
+    let policies: Vec<(String, Option<i64>)> = element_policies::table
+        .filter(element_policies::element.eq_any(&elements))
+        .select((element_policies::element, element_policies::reserve_floor_g))
+        .load(conn)?;
+    floors.extend(policies);
+    let ceilings = ceilings::table
+        .filter(ceilings::element.eq_any(&elements))
+        .select((
+            ceilings::element,
+            ceilings::fiscal_year,
+            ceilings::acquire_max_g,
+            ceilings::dispose_max_g,
+        ))
+        .load::<(String, i32, i64, i64)>(conn)?
+        .into_iter()
+        .map(|(e, fy, a, d)| ((e, fy), (a, d)))
+        .collect();
+    let period_lock = crate::periods::repo::current_lock(conn)?;
+    let last_sequence = ledger_head::table
+        .filter(ledger_head::id.eq(1))
+        .select(ledger_head::last_sequence)
+        .first(conn)?;
+    let known = Known {
+        depots,
+        stockpiles: ids.iter().map(|(k, (s, _))| ((*k).clone(), *s)).collect(),
+        floors,
+        ceilings,
+        period_lock,
+        moving: super::post::Moving {
+            newest,
+            last_sequence,
+        },
+    };
+    Ok((known, recorded))
 }
 
 /// Every lock a group's members take (PostgreSQL), in the order they are
@@ -518,7 +660,7 @@ mod tests {
                 key: key.into(),
                 request_hash: "h".into(),
                 stockpiles: Vec::new(),
-                work: Box::new(|_| Ok(serde_json::Value::Null)),
+                work: Box::new(|_, _| Ok(serde_json::Value::Null)),
                 claim: None,
             },
             arrived: Instant::now(),

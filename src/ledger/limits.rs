@@ -12,6 +12,7 @@ use diesel::prelude::*;
 use serde_json::json;
 
 use super::model::{EntryKind, Leg};
+use super::post::Known;
 use crate::config::LedgerSettings;
 use crate::db::schema::{ceilings, element_policies, ledger_entries as le, stockpiles};
 use crate::db::types::{self, Grams};
@@ -27,16 +28,24 @@ pub fn check(
     settings: &LedgerSettings,
     legs: &[Leg],
     floor_exempt: bool,
+    known: Option<&Known>,
 ) -> ApiResult<()> {
     let elements: BTreeSet<&str> = legs.iter().map(|l| l.key.element.as_str()).collect();
     for element in elements {
-        let floor: Option<i64> =
-            diesel::update(element_policies::table.filter(element_policies::element.eq(element)))
-                .set(element_policies::version.eq(element_policies::version))
-                .returning(element_policies::reserve_floor_g)
-                .get_result::<Option<i64>>(conn)
-                .optional()?
-                .flatten();
+        // A group locked the element's row ahead and read its floor and
+        // ceilings under that lock (`ledger::group`).
+        let known = known.filter(|k| k.floors.contains_key(element));
+        let floor: Option<i64> = match known {
+            Some(k) => k.floors[element],
+            None => diesel::update(
+                element_policies::table.filter(element_policies::element.eq(element)),
+            )
+            .set(element_policies::version.eq(element_policies::version))
+            .returning(element_policies::reserve_floor_g)
+            .get_result::<Option<i64>>(conn)
+            .optional()?
+            .flatten(),
+        };
         let mine: Vec<&Leg> = legs
             .iter()
             .filter(|l| l.key.element.as_str() == element)
@@ -44,7 +53,7 @@ pub fn check(
         if let Some(floor) = floor.filter(|_| !floor_exempt) {
             check_floor(conn, element, floor, &mine)?;
         }
-        check_ceilings(conn, settings, element, &mine)?;
+        check_ceilings(conn, settings, element, &mine, known)?;
     }
     Ok(())
 }
@@ -121,6 +130,7 @@ fn check_ceilings(
     settings: &LedgerSettings,
     element: &str,
     legs: &[&Leg],
+    known: Option<&Known>,
 ) -> ApiResult<()> {
     let start_month = settings.fiscal_year_start_month;
     let mut requested: BTreeMap<(i32, &'static str), (i64, &Leg)> = BTreeMap::new();
@@ -131,12 +141,15 @@ fn check_ceilings(
         }
     }
     for ((fy, side), (amount, leg)) in requested {
-        let ceiling: Option<(i64, i64)> = ceilings::table
-            .filter(ceilings::element.eq(element))
-            .filter(ceilings::fiscal_year.eq(fy))
-            .select((ceilings::acquire_max_g, ceilings::dispose_max_g))
-            .first(conn)
-            .optional()?;
+        let ceiling: Option<(i64, i64)> = match known {
+            Some(k) => k.ceilings.get(&(element.to_string(), fy)).copied(),
+            None => ceilings::table
+                .filter(ceilings::element.eq(element))
+                .filter(ceilings::fiscal_year.eq(fy))
+                .select((ceilings::acquire_max_g, ceilings::dispose_max_g))
+                .first(conn)
+                .optional()?,
+        };
         let Some((acquire_max, dispose_max)) = ceiling else {
             continue;
         };

@@ -65,11 +65,57 @@ pub struct OrderLink {
     pub floor_exempt: bool,
 }
 
+/// What a group of postings (`ledger::group`, PostgreSQL) read once for all
+/// its members, after taking every lock they need: values a member would
+/// otherwise read itself, statement by statement, under those same locks.
+/// `post_in` takes them from here rather than from the database.
+///
+/// The depot rows, floors, ceilings and the period lock cannot change while
+/// the group holds its locks (depot, element and `ledger_head` rows; only
+/// `id` and `code` of a depot row are used, its status and on-hand are
+/// re-checked by the UPDATE that moves it). What members change themselves
+/// is in `moving`, which the group restores when a member does not commit.
+#[derive(Debug, Default)]
+pub struct Known {
+    pub depots: BTreeMap<String, DepotRow>,
+    pub stockpiles: BTreeMap<StockpileKey, i64>,
+    /// Reserve floor by element (`None`: no floor); every element of the
+    /// group is a key.
+    pub floors: BTreeMap<String, Option<i64>>,
+    /// Ceiling rows of the group's elements: (element, fiscal year) →
+    /// (acquire max, dispose max).
+    pub ceilings: BTreeMap<(String, i32), (i64, i64)>,
+    pub period_lock: Option<DateTime<Utc>>,
+    pub moving: Moving,
+}
+
+/// The part of `Known` the members' postings advance.
+#[derive(Debug, Clone, Default)]
+pub struct Moving {
+    /// The newest `occurred_at` of each of the group's stockpiles (`None`:
+    /// no entry yet), as its next member would read it.
+    pub newest: BTreeMap<i64, Option<chrono::NaiveDateTime>>,
+    /// `ledger_head.last_sequence` as the next member would advance it; the
+    /// group writes it to `ledger_head` once, before its COMMIT.
+    pub last_sequence: i64,
+}
+
 /// Posts every leg or none. Must run inside `db::write_transaction`.
 pub fn post(
     conn: &mut DbConn,
     settings: &LedgerSettings,
     posting: Posting<'_>,
+) -> ApiResult<Vec<EntryRecord>> {
+    post_in(conn, settings, posting, None)
+}
+
+/// `post`, taking what a group read for it (`known`) instead of reading it.
+/// Without `known` it sends exactly the statements of `post`.
+pub fn post_in(
+    conn: &mut DbConn,
+    settings: &LedgerSettings,
+    posting: Posting<'_>,
+    mut known: Option<&mut Known>,
 ) -> ApiResult<Vec<EntryRecord>> {
     let now = types::now();
     let mut legs = posting.legs;
@@ -83,28 +129,47 @@ pub fn post(
         ));
     }
     check_future(settings, &legs, now)?;
-    let depots = load_depots(conn, &legs)?;
-    let stockpile_ids = resolve_stockpiles(conn, &legs, &depots, now)?;
+    let depots = match known.as_deref().and_then(|k| known_depots(k, &legs)) {
+        Some(d) => d,
+        None => load_depots(conn, &legs)?,
+    };
+    let stockpile_ids = match known.as_deref().and_then(|k| known_stockpiles(k, &legs)) {
+        Some(ids) => ids,
+        None => resolve_stockpiles(conn, &legs, &depots, now)?,
+    };
     let leg_stockpiles: Vec<i64> = legs.iter().map(|l| stockpile_ids[&l.key]).collect();
 
     let locked_depots = lock_depots(conn, &legs, &depots, &stockpile_ids)?;
     let stockpile_heads = lock_stockpiles(conn, &legs, &leg_stockpiles, posting.order.as_ref())?;
-    let instant = date_undated_legs(conn, &mut legs, &leg_stockpiles)?;
+    let newest = known.as_deref().map(|k| &k.moving.newest);
+    let instant = date_undated_legs(conn, &mut legs, &leg_stockpiles, newest)?;
     check_drawdown(conn, &legs, &locked_depots)?;
     check_history(conn, &legs, &leg_stockpiles, &stockpile_heads)?;
     let floor_exempt = posting.order.is_some_and(|o| o.floor_exempt);
-    super::limits::check(conn, settings, &legs, floor_exempt)?;
+    super::limits::check(conn, settings, &legs, floor_exempt, known.as_deref())?;
 
-    // Last lock of the transaction: the global sequence.
+    // Last lock of the transaction: the global sequence. A group holds it
+    // already and counts its members' sequences itself (`Moving`).
     let n = legs.len() as i64;
-    let last: i64 = diesel::update(ledger_head::table.filter(ledger_head::id.eq(1)))
-        .set(ledger_head::last_sequence.eq(ledger_head::last_sequence + n))
-        .returning(ledger_head::last_sequence)
-        .get_result(conn)?;
+    let last: i64 = match known.as_deref_mut() {
+        Some(k) => {
+            k.moving.last_sequence += n;
+            k.moving.last_sequence
+        }
+        None => diesel::update(ledger_head::table.filter(ledger_head::id.eq(1)))
+            .set(ledger_head::last_sequence.eq(ledger_head::last_sequence + n))
+            .returning(ledger_head::last_sequence)
+            .get_result(conn)?,
+    };
     let first = last - n + 1;
     // Setting a period lock takes `ledger_head` too, so the lock read here
-    // cannot change before this posting commits.
-    check_period_lock(conn, &legs)?;
+    // (or by the group, under its hold of `ledger_head`) cannot change
+    // before this posting commits.
+    let lock = match known.as_deref() {
+        Some(k) => k.period_lock,
+        None => periods::repo::current_lock(conn)?,
+    };
+    check_period_lock(lock, &legs)?;
 
     let movement_id = uuid::Uuid::new_v4().to_string();
     let recorded_at = types::to_db(instant);
@@ -116,7 +181,9 @@ pub fn post(
         .iter()
         .map(|(id, h)| (*id, h.balances.clone().into_iter()))
         .collect();
-    let mut balance_index = BalanceIndex::new(conn, &legs, &leg_stockpiles, &stockpile_heads)?;
+    let newest = known.as_deref().map(|k| &k.moving.newest);
+    let mut balance_index =
+        BalanceIndex::new(conn, &legs, &leg_stockpiles, &stockpile_heads, newest)?;
     let mut records = Vec::with_capacity(legs.len());
     for (i, leg) in legs.into_iter().enumerate() {
         let stockpile_id = leg_stockpiles[i];
@@ -180,7 +247,52 @@ pub fn post(
             ))
             .execute(conn)?;
     }
+    if let Some(k) = known {
+        for r in &records {
+            let newest = k.moving.newest.entry(r.entry.stockpile_id).or_default();
+            *newest = (*newest).max(Some(r.entry.occurred_at));
+        }
+    }
     Ok(records)
+}
+
+/// The legs' depots from what the group read, if it read them all.
+fn known_depots(known: &Known, legs: &[Leg]) -> Option<BTreeMap<String, DepotRow>> {
+    legs.iter()
+        .map(|l| {
+            known
+                .depots
+                .get(l.key.depot.as_str())
+                .map(|d| (d.code.clone(), d.clone()))
+        })
+        .collect()
+}
+
+/// The legs' stockpile ids from what the group read, if it read them all
+/// (a member whose stockpile does not exist yet never runs in a group).
+fn known_stockpiles(known: &Known, legs: &[Leg]) -> Option<BTreeMap<StockpileKey, i64>> {
+    legs.iter()
+        .map(|l| known.stockpiles.get(&l.key).map(|id| (l.key.clone(), *id)))
+        .collect()
+}
+
+/// The newest `occurred_at` of stockpile `id`: from the group's `known`
+/// when it has it, else one backward step on the (stockpile_id,
+/// occurred_at) index, however long the stockpile's history.
+fn newest_entry(
+    conn: &mut DbConn,
+    id: i64,
+    known: Option<&BTreeMap<i64, Option<chrono::NaiveDateTime>>>,
+) -> ApiResult<Option<chrono::NaiveDateTime>> {
+    if let Some(newest) = known.and_then(|k| k.get(&id)) {
+        return Ok(*newest);
+    }
+    Ok(le::table
+        .filter(le::stockpile_id.eq(id))
+        .order(le::occurred_at.desc())
+        .select(le::occurred_at)
+        .first(conn)
+        .optional()?)
 }
 
 /// `occurred_at` may lag (late reports) but not lead the clock by more than the
@@ -203,9 +315,10 @@ fn check_future(settings: &LedgerSettings, legs: &[Leg], now: DateTime<Utc>) -> 
     Ok(())
 }
 
-/// No leg may fall in a closed period. Called while `ledger_head` is held.
-fn check_period_lock(conn: &mut DbConn, legs: &[Leg]) -> ApiResult<()> {
-    if let Some(lock) = periods::repo::current_lock(conn)? {
+/// No leg may fall in a closed period (`lock`, read while `ledger_head` is
+/// held).
+fn check_period_lock(lock: Option<DateTime<Utc>>, legs: &[Leg]) -> ApiResult<()> {
+    if let Some(lock) = lock {
         if let Some(leg) = legs.iter().find(|l| l.occurred_at < lock) {
             return Err(ApiError::conflict(
                 "period-closed",
@@ -667,6 +780,7 @@ fn date_undated_legs(
     conn: &mut DbConn,
     legs: &mut [Leg],
     leg_stockpiles: &[i64],
+    known: Option<&BTreeMap<i64, Option<chrono::NaiveDateTime>>>,
 ) -> ApiResult<DateTime<Utc>> {
     let touched: BTreeSet<i64> = legs
         .iter()
@@ -676,14 +790,7 @@ fn date_undated_legs(
         .collect();
     let mut instant = types::now();
     for id in touched {
-        // One backward step on the (stockpile_id, occurred_at) index, however
-        // long the stockpile's history.
-        let newest: Option<chrono::NaiveDateTime> = le::table
-            .filter(le::stockpile_id.eq(id))
-            .order(le::occurred_at.desc())
-            .select(le::occurred_at)
-            .first(conn)
-            .optional()?;
+        let newest = newest_entry(conn, id, known)?;
         if let Some(newest) = newest.map(types::from_db) {
             instant = instant.max(newest);
         }
@@ -869,6 +976,7 @@ impl BalanceIndex {
         legs: &[Leg],
         leg_stockpiles: &[i64],
         locked: &BTreeMap<i64, LockedStockpile>,
+        known: Option<&BTreeMap<i64, Option<chrono::NaiveDateTime>>>,
     ) -> ApiResult<Self> {
         let mut stockpiles = BTreeMap::new();
         for (id, state) in locked {
@@ -877,13 +985,7 @@ impl BalanceIndex {
                 .zip(leg_stockpiles)
                 .any(|(l, s)| s == id && l.occurred_at_given);
             let newest = if dated {
-                le::table
-                    .filter(le::stockpile_id.eq(id))
-                    .order(le::occurred_at.desc())
-                    .select(le::occurred_at)
-                    .first::<chrono::NaiveDateTime>(conn)
-                    .optional()?
-                    .or(Some(chrono::NaiveDateTime::MIN))
+                newest_entry(conn, *id, known)?.or(Some(chrono::NaiveDateTime::MIN))
             } else {
                 None
             };

@@ -44,14 +44,16 @@ async fn post_legs(
     tracing::debug!(route, legs = legs.len(), "posting");
     let (subject, idempotency_key) = (user.subject.clone(), key.0.clone());
     let stockpiles: Vec<_> = legs.iter().map(|l| l.key.clone()).collect();
-    let work = move |c: &mut crate::db::DbConn| -> ApiResult<serde_json::Value> {
+    let work = move |c: &mut crate::db::DbConn,
+                     known: Option<&mut post::Known>|
+          -> ApiResult<serde_json::Value> {
         let posting = Posting {
             actor: &user.subject,
             idempotency_key: &key.0,
             legs,
             order: None,
         };
-        let records = post::post(c, &settings, posting)?;
+        let records = post::post_in(c, &settings, posting, known)?;
         let movement_id = records
             .first()
             .map(|r| r.entry.movement_id.clone())
@@ -88,7 +90,7 @@ async fn post_legs(
                     idempotency_key,
                     request_hash,
                     StatusCode::CREATED,
-                    work,
+                    move |c: &mut crate::db::DbConn| work(c, None),
                 )
                 .await?
         }
