@@ -271,6 +271,13 @@ fn is_transient(message: &str) -> bool {
     .any(|s| m.contains(s))
 }
 
+impl From<crate::db::Unreachable> for ApiError {
+    fn from(e: crate::db::Unreachable) -> Self {
+        tracing::warn!(error = %e.0, "no database connection");
+        ApiError::Unavailable("the database is unavailable".into())
+    }
+}
+
 impl From<diesel::r2d2::PoolError> for ApiError {
     fn from(_: diesel::r2d2::PoolError) -> Self {
         ApiError::Unavailable("the database is unavailable".into())

@@ -47,12 +47,12 @@ pub struct AppState {
     pub in_flight: InFlight,
     /// `"sqlite"` or `"postgres"`.
     pub backend: &'static str,
-    /// SQLite admits one writer at a time; queueing idempotent writes on this
-    /// mutex replaces SQLite's busy-wait back-off, whose sleeps gave unlucky
-    /// writers p99 latencies of 240–330 ms and 1.5–2.5 s maxima under 16
-    /// clients (27–31 ms and under 160 ms with the gate; `cargo bench --bench
-    /// ingest`). `None` on PostgreSQL, whose row locks queue writers themselves.
-    pub write_gate: Option<std::sync::Arc<std::sync::Mutex<()>>>,
+    /// SQLite's writers queue here and write on its one connection
+    /// (`db::WriteGate`): with SQLite's own busy-wait back-off instead,
+    /// unlucky writers saw p99 latencies of 240–330 ms and 1.5–2.5 s maxima
+    /// under 16 clients (27–31 ms and under 160 ms with the gate; `cargo bench
+    /// --bench ingest`). `None` on PostgreSQL, whose row locks queue writers.
+    pub write_gate: Option<std::sync::Arc<db::WriteGate>>,
     /// Counts failed authentications, to answer guessers with 429.
     pub throttle: http::throttle::FailureThrottle,
     pub outage: Outage,
@@ -76,6 +76,28 @@ impl AppState {
         F: FnOnce(&mut DbConn) -> ApiResult<T> + Send + 'static,
         T: Send + 'static,
     {
+        self.blocking(None, f).await
+    }
+
+    /// Runs `f`, which writes, on the blocking pool: on SQLite with the
+    /// write gate's connection, in turn (see `write_gate`).
+    pub async fn writing<T, F>(&self, f: F) -> ApiResult<T>
+    where
+        F: FnOnce(&mut DbConn) -> ApiResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.blocking(self.write_gate.clone(), f).await
+    }
+
+    async fn blocking<T, F>(
+        &self,
+        gate: Option<std::sync::Arc<db::WriteGate>>,
+        f: F,
+    ) -> ApiResult<T>
+    where
+        F: FnOnce(&mut DbConn) -> ApiResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
         // While the database is known to be unreachable, answer 503 at once
         // instead of making every request wait out the pool's timeout.
         if self.outage.is_open() {
@@ -88,7 +110,7 @@ impl AppState {
         let metrics = self.metrics.clone();
         web::block(move || {
             let waiting = metrics::Waiting::start(&metrics.pool_waiting);
-            let mut conn = pool.get().inspect_err(|_| outage.trip())?;
+            let mut conn = db::checkout(&pool, gate.as_deref()).inspect_err(|_| outage.trip())?;
             drop(waiting);
             let result = f(&mut conn);
             // Entries whose transactions committed during `f` (see
@@ -106,14 +128,8 @@ impl AppState {
         F: FnOnce(&mut DbConn) -> ApiResult<T> + Send + 'static,
         T: Send + 'static,
     {
-        let gate = self.write_gate.clone();
-        self.db(move |conn| {
-            let _turn = gate
-                .as_ref()
-                .map(|g| g.lock().unwrap_or_else(|p| p.into_inner()));
-            db::write_transaction(conn, f)
-        })
-        .await
+        self.writing(move |conn| db::write_transaction(conn, f))
+            .await
     }
 
     /// Runs an idempotent write (see `idempotency::run`) for `subject`'s `key`.
@@ -130,12 +146,8 @@ impl AppState {
         T: serde::Serialize + Send + 'static,
     {
         let in_flight = self.in_flight.clone();
-        let gate = self.write_gate.clone();
         let replayed = self
-            .db(move |conn| {
-                let _turn = gate
-                    .as_ref()
-                    .map(|g| g.lock().unwrap_or_else(|p| p.into_inner()));
+            .writing(move |conn| {
                 idempotency::run(
                     conn,
                     &in_flight,
@@ -327,8 +339,8 @@ pub fn build_state(settings: Settings, keys: TokenKeys) -> anyhow::Result<web::D
         settings.database.pool_size,
         Duration::from_secs(settings.database.connect_timeout_secs),
     );
-    let write_gate: Option<std::sync::Arc<std::sync::Mutex<()>>> =
-        matches!(url, db::DatabaseUrl::Sqlite(_)).then(Default::default);
+    let write_gate = matches!(url, db::DatabaseUrl::Sqlite(_))
+        .then(|| std::sync::Arc::new(db::WriteGate::new(url.clone())));
     let outage = Outage::default();
     let metrics: std::sync::Arc<metrics::Metrics> = Default::default();
     let group_commit = ledger::group::GroupCommit::start(

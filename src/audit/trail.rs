@@ -183,15 +183,7 @@ pub async fn middleware(
             .map(|p| format!("/problems/{}", p.0)),
         idempotency_key: key,
     };
-    let gate = state.write_gate.clone();
-    let recorded = state
-        .db(move |c| {
-            let _turn = gate
-                .as_ref()
-                .map(|g| g.lock().unwrap_or_else(|p| p.into_inner()));
-            record(c, &row)
-        })
-        .await;
+    let recorded = state.writing(move |c| record(c, &row)).await;
     if let Err(e) = recorded {
         // The response is decided; losing its trail row is logged loudly.
         tracing::error!(error = %e, "could not record a write attempt in the audit trail");

@@ -11,7 +11,7 @@ use super::upload::{self, Chunk, Fault, Format};
 use super::{countries, cover};
 use crate::auth::{AuthUser, Role};
 use crate::db::types::{self, Grams};
-use crate::db::{write_transaction, DbConn};
+use crate::db::DbConn;
 use crate::elements::model::{ElementSymbol, ELEMENTS};
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::http::pagination::{Page, PageRequest, MAX_LIMIT};
@@ -202,16 +202,7 @@ pub async fn create(
             .await?
             .into_http()),
         None => {
-            let gate = state.write_gate.clone();
-            let view = state
-                .db(move |conn| {
-                    // Queue with the other SQLite writers (see AppState::write_gate).
-                    let _turn = gate
-                        .as_ref()
-                        .map(|g| g.lock().unwrap_or_else(|p| p.into_inner()));
-                    write_transaction(conn, write)
-                })
-                .await?;
+            let view = state.write(write).await?;
             Ok(HttpResponse::build(status_of(&view)).json(view))
         }
     }

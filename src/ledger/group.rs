@@ -46,7 +46,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
@@ -120,7 +120,7 @@ pub struct Committer {
     pub outage: crate::Outage,
     pub metrics: Arc<Metrics>,
     /// SQLite's write gate (`AppState::write_gate`), held for a whole group.
-    pub write_gate: Option<Arc<Mutex<()>>>,
+    pub write_gate: Option<Arc<crate::db::WriteGate>>,
     pub postgres: bool,
     /// `group_commit.read_ahead` (PostgreSQL): `read_ahead` for the members.
     pub read_ahead: bool,
@@ -218,7 +218,7 @@ impl Committer {
     /// request, in order.
     fn answer(&self, requests: Vec<Request>) -> Vec<ApiResult<StoredResponse>> {
         let n = requests.len();
-        let mut conn = match self.pool.get() {
+        let mut conn = match crate::db::checkout(&self.pool, self.write_gate.as_deref()) {
             Ok(c) => c,
             Err(_) => {
                 self.outage.trip();
@@ -227,10 +227,6 @@ impl Committer {
                     .collect();
             }
         };
-        let _turn = self
-            .write_gate
-            .as_ref()
-            .map(|g| g.lock().unwrap_or_else(|p| p.into_inner()));
         let mut answers: Vec<Option<ApiResult<StoredResponse>>> = (0..n).map(|_| None).collect();
         let resolved = if self.postgres {
             match resolve(&mut conn, &requests) {
