@@ -488,19 +488,22 @@ mod tests {
         used: i32,
     }
 
-    /// The bundled SQLite must be built with the query planner stability
-    /// guarantee (`.cargo/config.toml`), or every statement with a bound
-    /// LIMIT is re-prepared at each execution.
+    /// The bundled SQLite must be built with the flags `.cargo/config.toml`
+    /// gives it: the query planner stability guarantee, or every statement
+    /// with a bound LIMIT is re-prepared at each execution; multi-thread
+    /// mode and no memory counters, or every call takes a mutex.
     #[test]
-    fn bundled_sqlite_keeps_statements_prepared() {
+    fn bundled_sqlite_is_built_with_the_configured_flags() {
         let mut conn = establish(&DatabaseUrl::Sqlite(":memory:".into())).expect("open");
         let DbConn::Sqlite(c) = &mut conn else {
             unreachable!()
         };
-        let used: Used =
-            diesel::sql_query("SELECT sqlite_compileoption_used('ENABLE_QPSG') AS used")
+        for option in ["ENABLE_QPSG", "THREADSAFE=2", "DEFAULT_MEMSTATUS=0"] {
+            let used: Used = diesel::sql_query("SELECT sqlite_compileoption_used(?) AS used")
+                .bind::<diesel::sql_types::Text, _>(option)
                 .get_result(c)
                 .expect("compile options");
-        assert_eq!(used.used, 1, "SQLite was built without SQLITE_ENABLE_QPSG");
+            assert_eq!(used.used, 1, "SQLite was built without SQLITE_{option}");
+        }
     }
 }
