@@ -60,7 +60,7 @@ use crate::config::GroupCommitSettings;
 use crate::db::schema::{ceilings, depots, element_policies, ledger_head, stockpiles};
 use crate::db::{write_transaction, DbConn, Pool};
 use crate::error::{ApiError, ApiResult};
-use crate::idempotency::{self, InFlightGuard, StoredResponse};
+use crate::idempotency::{self, InFlightGuard, KeyCheck, StoredResponse};
 use crate::metrics::{self, Metrics};
 
 /// What a member writes: `ledger::post` (`post_in`, given what the group
@@ -271,6 +271,7 @@ impl Committer {
                         let work = r.work;
                         let outcome = idempotency::run_claimed(
                             c,
+                            KeyCheck::LockAndLook,
                             &r.subject,
                             &r.key,
                             &r.request_hash,
@@ -294,6 +295,7 @@ impl Committer {
                         // in this transaction: look, as a later request would.
                         idempotency::run_claimed(
                             c,
+                            KeyCheck::LockAndLook,
                             &r.subject,
                             &r.key,
                             &r.request_hash,
@@ -303,8 +305,9 @@ impl Committer {
                     } else if let Some(found) = recorded.remove(&pair) {
                         idempotency::replay(found, &r.request_hash)
                     } else {
-                        idempotency::run_locked_unrecorded(
+                        idempotency::run_claimed(
                             c,
+                            KeyCheck::LockedUnrecorded,
                             &r.subject,
                             &r.key,
                             &r.request_hash,
@@ -348,6 +351,7 @@ impl Committer {
             let work = r.work;
             answers[i] = Some(idempotency::run_claimed(
                 &mut conn,
+                KeyCheck::LockAndLook,
                 &r.subject,
                 &r.key,
                 &r.request_hash,
