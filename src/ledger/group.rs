@@ -81,6 +81,29 @@ pub struct Request {
     pub claim: Option<InFlightGuard>,
 }
 
+impl Request {
+    /// Its work as one claimed write (`idempotency::run_claimed`): a
+    /// savepoint of the group's transaction, or a transaction of its own
+    /// when it runs alone. `check`: what the group did about its key.
+    fn run(
+        self,
+        conn: &mut DbConn,
+        check: KeyCheck,
+        known: Option<&mut Known>,
+    ) -> ApiResult<StoredResponse> {
+        let work = self.work;
+        idempotency::run_claimed(
+            conn,
+            check,
+            &self.subject,
+            &self.key,
+            &self.request_hash,
+            StatusCode::CREATED,
+            |c| work(c, known),
+        )
+    }
+}
+
 struct Queued {
     request: Request,
     arrived: Instant,
@@ -261,68 +284,42 @@ impl Committer {
             let mut outcomes = Vec::with_capacity(members.len());
             let indices: Vec<usize> = members.iter().map(|(i, _)| *i).collect();
             let committed = write_transaction(&mut conn, |c| -> ApiResult<()> {
-                if let Some((locks, _)) = locks.as_ref().filter(|_| !self.read_ahead) {
+                if let Some((locks, _)) = &locks {
                     locks.take(c)?;
                 }
-                let Some((locks, ids)) = locks.as_ref().filter(|_| self.read_ahead) else {
-                    // SQLite (and PostgreSQL without read-ahead): every
-                    // member as it runs alone, in its savepoint.
-                    for (i, r) in members {
-                        let work = r.work;
-                        let outcome = idempotency::run_claimed(
-                            c,
-                            KeyCheck::LockAndLook,
-                            &r.subject,
-                            &r.key,
-                            &r.request_hash,
-                            StatusCode::CREATED,
-                            |c| work(c, None),
-                        );
-                        outcomes.push((i, outcome));
-                    }
-                    return Ok(());
+                // SQLite (and PostgreSQL without read-ahead): nothing read
+                // ahead, every member runs as it runs alone, in its savepoint.
+                let mut ahead = match &locks {
+                    Some((_, ids)) if self.read_ahead => Some(read_ahead(c, &members, ids)?),
+                    _ => None,
                 };
-                locks.take(c)?;
-                let (mut known, mut recorded) = read_ahead(c, &members, ids)?;
-                let start = known.moving.last_sequence;
+                let start = ahead.as_ref().map_or(0, |(k, _)| k.moving.last_sequence);
                 let mut ran = BTreeSet::new();
                 for (i, r) in members {
+                    let Some((known, recorded)) = &mut ahead else {
+                        outcomes.push((i, r.run(c, KeyCheck::LockAndLook, None)));
+                        continue;
+                    };
                     let pair = (r.subject.clone(), r.key.clone());
-                    let work = r.work;
-                    let before = known.moving.clone();
+                    known.moving.begin();
                     let outcome = if !ran.insert(pair.clone()) {
                         // The key's earlier member may have stored a response
                         // in this transaction: look, as a later request would.
-                        idempotency::run_claimed(
-                            c,
-                            KeyCheck::LockAndLook,
-                            &r.subject,
-                            &r.key,
-                            &r.request_hash,
-                            StatusCode::CREATED,
-                            |c| work(c, Some(&mut known)),
-                        )
+                        r.run(c, KeyCheck::LockAndLook, Some(&mut *known))
                     } else if let Some(found) = recorded.remove(&pair) {
                         idempotency::replay(found, &r.request_hash)
                     } else {
-                        idempotency::run_claimed(
-                            c,
-                            KeyCheck::LockedUnrecorded,
-                            &r.subject,
-                            &r.key,
-                            &r.request_hash,
-                            StatusCode::CREATED,
-                            |c| work(c, Some(&mut known)),
-                        )
+                        r.run(c, KeyCheck::LockedUnrecorded, Some(&mut *known))
                     };
                     // Only a member that wrote and released its savepoint
                     // keeps what it advanced (a refusal rolled its rows back).
                     if !matches!(&outcome, Ok(s) if !s.replayed) {
-                        known.moving = before;
+                        known.moving.undo();
                     }
                     outcomes.push((i, outcome));
                 }
-                if known.moving.last_sequence != start {
+                let advanced = ahead.filter(|(k, _)| k.moving.last_sequence != start);
+                if let Some((known, _)) = advanced {
                     diesel::update(ledger_head::table.filter(ledger_head::id.eq(1)))
                         .set(ledger_head::last_sequence.eq(known.moving.last_sequence))
                         .execute(c)?;
@@ -348,16 +345,7 @@ impl Committer {
             }
         }
         for (i, r) in alone {
-            let work = r.work;
-            answers[i] = Some(idempotency::run_claimed(
-                &mut conn,
-                KeyCheck::LockAndLook,
-                &r.subject,
-                &r.key,
-                &r.request_hash,
-                StatusCode::CREATED,
-                |c| work(c, None),
-            ));
+            answers[i] = Some(r.run(&mut conn, KeyCheck::LockAndLook, None));
             self.metrics
                 .add_postings(metrics::postings::take_committed());
         }
@@ -543,10 +531,7 @@ fn read_ahead(
         floors,
         ceilings,
         period_lock,
-        moving: super::post::Moving {
-            newest,
-            last_sequence,
-        },
+        moving: super::post::Moving::new(newest, last_sequence),
     };
     Ok((known, recorded))
 }

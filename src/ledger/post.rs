@@ -74,7 +74,7 @@ pub struct OrderLink {
 /// the group holds its locks (depot, element and `ledger_head` rows; only
 /// `id` and `code` of a depot row are used, its status and on-hand are
 /// re-checked by the UPDATE that moves it). What members change themselves
-/// is in `moving`, which the group restores when a member does not commit.
+/// is in `moving`, where the group undoes a member that does not commit.
 #[derive(Debug, Default)]
 pub struct Known {
     pub depots: BTreeMap<String, DepotRow>,
@@ -90,7 +90,7 @@ pub struct Known {
 }
 
 /// The part of `Known` the members' postings advance.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Moving {
     /// The newest `occurred_at` of each of the group's stockpiles (`None`:
     /// no entry yet), as its next member would read it.
@@ -98,6 +98,46 @@ pub struct Moving {
     /// `ledger_head.last_sequence` as the next member would advance it; the
     /// group writes it to `ledger_head` once, before its COMMIT.
     pub last_sequence: i64,
+    /// What the running member changed, for `undo`: `last_sequence` at its
+    /// `begin` and the `newest` values it replaced, oldest first. A journal
+    /// rather than a copy per member: a member touches few stockpiles.
+    begun_at: i64,
+    replaced: Vec<(i64, Option<Option<chrono::NaiveDateTime>>)>,
+}
+
+impl Moving {
+    pub fn new(newest: BTreeMap<i64, Option<chrono::NaiveDateTime>>, last_sequence: i64) -> Self {
+        Moving {
+            newest,
+            last_sequence,
+            begun_at: last_sequence,
+            replaced: Vec::new(),
+        }
+    }
+
+    /// Starts a member: `undo` puts back what it changes from here.
+    pub fn begin(&mut self) {
+        self.begun_at = self.last_sequence;
+        self.replaced.clear();
+    }
+
+    /// Undoes the member since `begin` (its savepoint rolled back).
+    pub fn undo(&mut self) {
+        self.last_sequence = self.begun_at;
+        for (id, old) in self.replaced.drain(..).rev() {
+            match old {
+                Some(v) => self.newest.insert(id, v),
+                None => self.newest.remove(&id),
+            };
+        }
+    }
+
+    /// The member wrote an entry of `stockpile` at `at`.
+    fn wrote(&mut self, stockpile: i64, at: chrono::NaiveDateTime) {
+        let old = self.newest.get(&stockpile).copied();
+        self.replaced.push((stockpile, old));
+        self.newest.insert(stockpile, old.flatten().max(Some(at)));
+    }
 }
 
 /// Posts every leg or none. Must run inside `db::write_transaction`.
@@ -249,8 +289,7 @@ pub fn post_in(
     }
     if let Some(k) = known {
         for r in &records {
-            let newest = k.moving.newest.entry(r.entry.stockpile_id).or_default();
-            *newest = (*newest).max(Some(r.entry.occurred_at));
+            k.moving.wrote(r.entry.stockpile_id, r.entry.occurred_at);
         }
     }
     Ok(records)
