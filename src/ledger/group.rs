@@ -57,7 +57,7 @@ use tokio::sync::oneshot;
 use super::model::StockpileKey;
 use super::post::Known;
 use crate::config::GroupCommitSettings;
-use crate::db::schema::{ceilings, depots, element_policies, ledger_head, stockpiles};
+use crate::db::schema::{depots, ledger_head, stockpiles};
 use crate::db::{write_transaction, DbConn, Pool};
 use crate::error::{ApiError, ApiResult};
 use crate::idempotency::{self, InFlightGuard, KeyCheck, StoredResponse};
@@ -487,39 +487,30 @@ fn read_ahead(
         .into_iter()
         .map(|d| (d.code.clone(), d))
         .collect();
-    let stockpile_ids: BTreeSet<i64> = ids.values().map(|(s, _)| *s).collect();
-    // One backward step on the (stockpile_id, occurred_at) index a
-    // stockpile, as `ledger::post` takes it.
-    let newest_of = diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::Timestamp>>(
-        "(SELECT e.occurred_at FROM ledger_entries e WHERE e.stockpile_id = stockpiles.id \
-         ORDER BY e.occurred_at DESC LIMIT 1)",
-    );
-    let newest: BTreeMap<i64, Option<chrono::NaiveDateTime>> = stockpiles::table
-        .filter(stockpiles::id.eq_any(&stockpile_ids))
-        .select((stockpiles::id, newest_of))
-        .load(conn)?
+    let stockpile_ids: Vec<i64> = ids
+        .values()
+        .map(|(s, _)| *s)
+        .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let elements: BTreeSet<String> = ids.keys().map(|k| k.element.to_string()).collect();
-    let mut floors: BTreeMap<String, Option<i64>> =
-        elements.iter().map(|e| (e.clone(), None)).collect();
-    let policies: Vec<(String, Option<i64>)> = element_policies::table
-        .filter(element_policies::element.eq_any(&elements))
-        .select((element_policies::element, element_policies::reserve_floor_g))
-        .load(conn)?;
-    floors.extend(policies);
-    let ceilings = ceilings::table
-        .filter(ceilings::element.eq_any(&elements))
-        .select((
-            ceilings::element,
-            ceilings::fiscal_year,
-            ceilings::acquire_max_g,
-            ceilings::dispose_max_g,
-        ))
-        .load::<(String, i32, i64, i64)>(conn)?
+    let newest = super::post::newest_entries(conn, &stockpile_ids)?;
+    let elements: Vec<String> = ids
+        .keys()
+        .map(|k| k.element.to_string())
+        .collect::<BTreeSet<_>>()
         .into_iter()
-        .map(|(e, fy, a, d)| ((e, fy), (a, d)))
         .collect();
+    let policies = crate::policy::repo::current_of(conn, &elements)?;
+    let floors = elements
+        .iter()
+        .map(|e| {
+            (
+                e.clone(),
+                policies.get(e).ok().and_then(|p| p.reserve_floor_g),
+            )
+        })
+        .collect();
+    let ceilings = super::limits::ceilings_of(conn, &elements)?;
     let period_lock = crate::periods::repo::current_lock(conn)?;
     let last_sequence = ledger_head::table
         .filter(ledger_head::id.eq(1))

@@ -315,9 +315,22 @@ fn known_stockpiles(known: &Known, legs: &[Leg]) -> Option<BTreeMap<StockpileKey
         .collect()
 }
 
+/// The newest `occurred_at` of stockpile `id` (a value, or a column of an
+/// enclosing query) as a query: one backward step on the (stockpile_id,
+/// occurred_at) index, however long the stockpile's history. A macro so the
+/// single read keeps its statement and the group's read for all its
+/// stockpiles (`newest_entries`) takes the same one as a subquery.
+macro_rules! newest_of {
+    ($id:expr) => {
+        le::table
+            .filter(le::stockpile_id.eq($id))
+            .order(le::occurred_at.desc())
+            .select(le::occurred_at)
+    };
+}
+
 /// The newest `occurred_at` of stockpile `id`: from the group's `known`
-/// when it has it, else one backward step on the (stockpile_id,
-/// occurred_at) index, however long the stockpile's history.
+/// when it has it, else read (`newest_of`).
 fn newest_entry(
     conn: &mut DbConn,
     id: i64,
@@ -326,12 +339,21 @@ fn newest_entry(
     if let Some(newest) = known.and_then(|k| k.get(&id)) {
         return Ok(*newest);
     }
-    Ok(le::table
-        .filter(le::stockpile_id.eq(id))
-        .order(le::occurred_at.desc())
-        .select(le::occurred_at)
-        .first(conn)
-        .optional()?)
+    Ok(newest_of!(id).first(conn).optional()?)
+}
+
+/// The newest `occurred_at` of each of stockpiles `ids` (`None`: no entry
+/// yet), in one statement (group commit, `ledger::group`).
+pub(super) fn newest_entries(
+    conn: &mut DbConn,
+    ids: &[i64],
+) -> ApiResult<BTreeMap<i64, Option<chrono::NaiveDateTime>>> {
+    let newest = newest_of!(stockpiles::id).limit(1).single_value();
+    let rows: Vec<(i64, Option<chrono::NaiveDateTime>)> = stockpiles::table
+        .filter(stockpiles::id.eq_any(ids))
+        .select((stockpiles::id, newest))
+        .load(conn)?;
+    Ok(rows.into_iter().collect())
 }
 
 /// `occurred_at` may lag (late reports) but not lead the clock by more than the
