@@ -119,64 +119,49 @@ where
         return Ok(found);
     }
     let _running = in_flight.claim(subject, key)?;
-    run_claimed(conn, subject, key, request_hash, status, write)
+    run_claimed(
+        conn,
+        KeyCheck::LockAndLook,
+        subject,
+        key,
+        request_hash,
+        status,
+        write,
+    )
+}
+
+/// What the open transaction already did about a claimed key when
+/// `run_claimed` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// Nothing yet: lock (subject, key), then look for a stored response.
+    LockAndLook,
+    /// Locked by this transaction and, under that lock, seen to have no
+    /// stored response (group commit: `ledger::group` locks and looks up all
+    /// its members' keys at once). Sends neither the lock nor the lookup.
+    LockedUnrecorded,
 }
 
 /// The write of `run` once the key is claimed in this process: one write
-/// transaction that locks (subject, key), looks for a stored response, and
-/// only then writes and stores its response. Inside an open write
-/// transaction it is a savepoint of it (group commit, `ledger::group`): a
-/// refusal then rolls back this write alone.
+/// transaction that (per `check`) locks (subject, key) and looks for a
+/// stored response, and only then writes and stores its response. Inside an
+/// open write transaction it is a savepoint of it (group commit,
+/// `ledger::group`): a refusal then rolls back this write alone.
 pub fn run_claimed<T, F>(
     conn: &mut DbConn,
+    check: KeyCheck,
     subject: &str,
     key: &str,
     request_hash: &str,
     status: impl StatusFor<T>,
     write: F,
-) -> ApiResult<StoredResponse>
-where
-    T: Serialize,
-    F: FnOnce(&mut DbConn) -> ApiResult<T>,
-{
-    claimed(conn, subject, key, request_hash, status, write, false)
-}
-
-/// `run_claimed` for a key whose lock the open transaction already holds
-/// and which, under that lock, has been seen to have no stored response
-/// (group commit: `ledger::group` locks and looks up all its members' keys
-/// at once). Sends neither the lock nor the lookup; the write and its
-/// record are still one savepoint.
-pub fn run_locked_unrecorded<T, F>(
-    conn: &mut DbConn,
-    subject: &str,
-    key: &str,
-    request_hash: &str,
-    status: impl StatusFor<T>,
-    write: F,
-) -> ApiResult<StoredResponse>
-where
-    T: Serialize,
-    F: FnOnce(&mut DbConn) -> ApiResult<T>,
-{
-    claimed(conn, subject, key, request_hash, status, write, true)
-}
-
-fn claimed<T, F>(
-    conn: &mut DbConn,
-    subject: &str,
-    key: &str,
-    request_hash: &str,
-    status: impl StatusFor<T>,
-    write: F,
-    checked: bool,
 ) -> ApiResult<StoredResponse>
 where
     T: Serialize,
     F: FnOnce(&mut DbConn) -> ApiResult<T>,
 {
     let result = write_transaction(conn, |c| -> Result<StoredResponse, TxError> {
-        if !checked {
+        if check == KeyCheck::LockAndLook {
             crate::db::lock_key_for_transaction(c, key_lock(subject, key))?;
             // The first request may have committed while this one waited.
             if let Some(found) = lookup(c, subject, key, request_hash)? {

@@ -223,6 +223,26 @@ pub async fn get_count(
     Ok(HttpResponse::Ok().json(view))
 }
 
+/// A list's `from`/`to` (stored form) and page, parsed after its own
+/// filters (`errors`): every bad parameter is answered in one 422.
+fn window_and_page(
+    mut errors: Vec<FieldError>,
+    from: Option<&str>,
+    to: Option<&str>,
+    limit: Option<i64>,
+    cursor: Option<&str>,
+    order: Option<&str>,
+) -> ApiResult<(
+    Option<chrono::NaiveDateTime>,
+    Option<chrono::NaiveDateTime>,
+    PageRequest,
+)> {
+    let from = filter(&mut errors, "from", from, query_instant);
+    let to = filter(&mut errors, "to", to, query_instant);
+    let page = PageRequest::parse_after(errors, limit, cursor, order, MAX_LIMIT)?;
+    Ok((from.map(types::to_db), to.map(types::to_db), page))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CountQuery {
@@ -263,22 +283,21 @@ pub async fn list_counts(
         "false" => Ok(false),
         _ => Err("must be true or false".to_string()),
     });
-    let from = filter(&mut errors, "from", q.from.as_deref(), query_instant);
-    let to = filter(&mut errors, "to", q.to.as_deref(), query_instant);
-    let page = PageRequest::parse_after(
+    let (from, to, page) = window_and_page(
         errors,
+        q.from.as_deref(),
+        q.to.as_deref(),
         q.limit,
         q.cursor.as_deref(),
         q.order.as_deref(),
-        MAX_LIMIT,
     )?;
     let filter = CountFilter {
         depot,
         element,
         status,
         flagged,
-        from: from.map(types::to_db),
-        to: to.map(types::to_db),
+        from,
+        to,
     };
     let rows = state.db(move |c| counts::list(c, &filter, &page)).await?;
     let (rows, next_cursor) = page.finish(rows, |(r, _)| r.id);
@@ -398,14 +417,13 @@ pub async fn list_trail(
             ));
         }
     }
-    let from = filter(&mut errors, "from", q.from.as_deref(), query_instant);
-    let to = filter(&mut errors, "to", q.to.as_deref(), query_instant);
-    let page = PageRequest::parse_after(
+    let (from, to, page) = window_and_page(
         errors,
+        q.from.as_deref(),
+        q.to.as_deref(),
         q.limit,
         q.cursor.as_deref(),
         q.order.as_deref(),
-        MAX_LIMIT,
     )?;
     let filter = TrailFilter {
         subject: q.subject,
@@ -414,8 +432,8 @@ pub async fn list_trail(
         refused,
         route: q.route,
         request_id: q.request_id,
-        from: from.map(types::to_db),
-        to: to.map(types::to_db),
+        from,
+        to,
     };
     let rows = state.db(move |c| trail::list(c, &filter, &page)).await?;
     let (rows, next_cursor) = page.finish(rows, |r| r.id);

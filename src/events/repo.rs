@@ -19,7 +19,7 @@ use crate::auth::{AuthUser, Role};
 use crate::db::schema::{event_tickets as tk, events as ev, ledger_head};
 use crate::db::{types, DbConn};
 use crate::error::{ApiError, ApiResult};
-use crate::http::pagination::{Order, PageRequest};
+use crate::http::pagination::Order;
 use crate::ledger::dto::EntryView;
 use crate::ledger::repo::LedgerFilter;
 
@@ -261,13 +261,7 @@ fn ledger_after(
         up_to: Some(head),
         ..LedgerFilter::default()
     };
-    // `list` reads one row past the page to tell whether more follow.
-    let page = PageRequest {
-        limit: limit - 1,
-        after: Some(after),
-        order: Order::OldestFirst,
-    };
-    crate::ledger::repo::list(conn, &f, &page)?
+    crate::ledger::repo::read(conn, &f, Some(after), Order::OldestFirst, limit)?
         .into_iter()
         .map(|record| {
             let at = types::from_db(record.entry.recorded_at);

@@ -57,10 +57,10 @@ use tokio::sync::oneshot;
 use super::model::StockpileKey;
 use super::post::Known;
 use crate::config::GroupCommitSettings;
-use crate::db::schema::{ceilings, depots, element_policies, ledger_head, stockpiles};
+use crate::db::schema::{depots, ledger_head, stockpiles};
 use crate::db::{write_transaction, DbConn, Pool};
 use crate::error::{ApiError, ApiResult};
-use crate::idempotency::{self, InFlightGuard, StoredResponse};
+use crate::idempotency::{self, InFlightGuard, KeyCheck, StoredResponse};
 use crate::metrics::{self, Metrics};
 
 /// What a member writes: `ledger::post` (`post_in`, given what the group
@@ -79,6 +79,29 @@ pub struct Request {
     pub work: Work,
     /// The in-process claim of the key, held until the member is answered.
     pub claim: Option<InFlightGuard>,
+}
+
+impl Request {
+    /// Its work as one claimed write (`idempotency::run_claimed`): a
+    /// savepoint of the group's transaction, or a transaction of its own
+    /// when it runs alone. `check`: what the group did about its key.
+    fn run(
+        self,
+        conn: &mut DbConn,
+        check: KeyCheck,
+        known: Option<&mut Known>,
+    ) -> ApiResult<StoredResponse> {
+        let work = self.work;
+        idempotency::run_claimed(
+            conn,
+            check,
+            &self.subject,
+            &self.key,
+            &self.request_hash,
+            StatusCode::CREATED,
+            |c| work(c, known),
+        )
+    }
 }
 
 struct Queued {
@@ -257,65 +280,42 @@ impl Committer {
             let mut outcomes = Vec::with_capacity(members.len());
             let indices: Vec<usize> = members.iter().map(|(i, _)| *i).collect();
             let committed = write_transaction(&mut conn, |c| -> ApiResult<()> {
-                if let Some((locks, _)) = locks.as_ref().filter(|_| !self.read_ahead) {
+                if let Some((locks, _)) = &locks {
                     locks.take(c)?;
                 }
-                let Some((locks, ids)) = locks.as_ref().filter(|_| self.read_ahead) else {
-                    // SQLite (and PostgreSQL without read-ahead): every
-                    // member as it runs alone, in its savepoint.
-                    for (i, r) in members {
-                        let work = r.work;
-                        let outcome = idempotency::run_claimed(
-                            c,
-                            &r.subject,
-                            &r.key,
-                            &r.request_hash,
-                            StatusCode::CREATED,
-                            |c| work(c, None),
-                        );
-                        outcomes.push((i, outcome));
-                    }
-                    return Ok(());
+                // SQLite (and PostgreSQL without read-ahead): nothing read
+                // ahead, every member runs as it runs alone, in its savepoint.
+                let mut ahead = match &locks {
+                    Some((_, ids)) if self.read_ahead => Some(read_ahead(c, &members, ids)?),
+                    _ => None,
                 };
-                locks.take(c)?;
-                let (mut known, mut recorded) = read_ahead(c, &members, ids)?;
-                let start = known.moving.last_sequence;
+                let start = ahead.as_ref().map_or(0, |(k, _)| k.moving.last_sequence);
                 let mut ran = BTreeSet::new();
                 for (i, r) in members {
+                    let Some((known, recorded)) = &mut ahead else {
+                        outcomes.push((i, r.run(c, KeyCheck::LockAndLook, None)));
+                        continue;
+                    };
                     let pair = (r.subject.clone(), r.key.clone());
-                    let work = r.work;
-                    let before = known.moving.clone();
+                    known.moving.begin();
                     let outcome = if !ran.insert(pair.clone()) {
                         // The key's earlier member may have stored a response
                         // in this transaction: look, as a later request would.
-                        idempotency::run_claimed(
-                            c,
-                            &r.subject,
-                            &r.key,
-                            &r.request_hash,
-                            StatusCode::CREATED,
-                            |c| work(c, Some(&mut known)),
-                        )
+                        r.run(c, KeyCheck::LockAndLook, Some(&mut *known))
                     } else if let Some(found) = recorded.remove(&pair) {
                         idempotency::replay(found, &r.request_hash)
                     } else {
-                        idempotency::run_locked_unrecorded(
-                            c,
-                            &r.subject,
-                            &r.key,
-                            &r.request_hash,
-                            StatusCode::CREATED,
-                            |c| work(c, Some(&mut known)),
-                        )
+                        r.run(c, KeyCheck::LockedUnrecorded, Some(&mut *known))
                     };
                     // Only a member that wrote and released its savepoint
                     // keeps what it advanced (a refusal rolled its rows back).
                     if !matches!(&outcome, Ok(s) if !s.replayed) {
-                        known.moving = before;
+                        known.moving.undo();
                     }
                     outcomes.push((i, outcome));
                 }
-                if known.moving.last_sequence != start {
+                let advanced = ahead.filter(|(k, _)| k.moving.last_sequence != start);
+                if let Some((known, _)) = advanced {
                     diesel::update(ledger_head::table.filter(ledger_head::id.eq(1)))
                         .set(ledger_head::last_sequence.eq(known.moving.last_sequence))
                         .execute(c)?;
@@ -341,15 +341,7 @@ impl Committer {
             }
         }
         for (i, r) in alone {
-            let work = r.work;
-            answers[i] = Some(idempotency::run_claimed(
-                &mut conn,
-                &r.subject,
-                &r.key,
-                &r.request_hash,
-                StatusCode::CREATED,
-                |c| work(c, None),
-            ));
+            answers[i] = Some(r.run(&mut conn, KeyCheck::LockAndLook, None));
             self.metrics
                 .add_postings(metrics::postings::take_committed());
         }
@@ -491,39 +483,30 @@ fn read_ahead(
         .into_iter()
         .map(|d| (d.code.clone(), d))
         .collect();
-    let stockpile_ids: BTreeSet<i64> = ids.values().map(|(s, _)| *s).collect();
-    // One backward step on the (stockpile_id, occurred_at) index a
-    // stockpile, as `ledger::post` takes it.
-    let newest_of = diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::Timestamp>>(
-        "(SELECT e.occurred_at FROM ledger_entries e WHERE e.stockpile_id = stockpiles.id \
-         ORDER BY e.occurred_at DESC LIMIT 1)",
-    );
-    let newest: BTreeMap<i64, Option<chrono::NaiveDateTime>> = stockpiles::table
-        .filter(stockpiles::id.eq_any(&stockpile_ids))
-        .select((stockpiles::id, newest_of))
-        .load(conn)?
+    let stockpile_ids: Vec<i64> = ids
+        .values()
+        .map(|(s, _)| *s)
+        .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let elements: BTreeSet<String> = ids.keys().map(|k| k.element.to_string()).collect();
-    let mut floors: BTreeMap<String, Option<i64>> =
-        elements.iter().map(|e| (e.clone(), None)).collect();
-    let policies: Vec<(String, Option<i64>)> = element_policies::table
-        .filter(element_policies::element.eq_any(&elements))
-        .select((element_policies::element, element_policies::reserve_floor_g))
-        .load(conn)?;
-    floors.extend(policies);
-    let ceilings = ceilings::table
-        .filter(ceilings::element.eq_any(&elements))
-        .select((
-            ceilings::element,
-            ceilings::fiscal_year,
-            ceilings::acquire_max_g,
-            ceilings::dispose_max_g,
-        ))
-        .load::<(String, i32, i64, i64)>(conn)?
+    let newest = super::post::newest_entries(conn, &stockpile_ids)?;
+    let elements: Vec<String> = ids
+        .keys()
+        .map(|k| k.element.to_string())
+        .collect::<BTreeSet<_>>()
         .into_iter()
-        .map(|(e, fy, a, d)| ((e, fy), (a, d)))
         .collect();
+    let policies = crate::policy::repo::current_of(conn, &elements)?;
+    let floors = elements
+        .iter()
+        .map(|e| {
+            (
+                e.clone(),
+                policies.get(e).ok().and_then(|p| p.reserve_floor_g),
+            )
+        })
+        .collect();
+    let ceilings = super::limits::ceilings_of(conn, &elements)?;
     let period_lock = crate::periods::repo::current_lock(conn)?;
     let last_sequence = ledger_head::table
         .filter(ledger_head::id.eq(1))
@@ -535,10 +518,7 @@ fn read_ahead(
         floors,
         ceilings,
         period_lock,
-        moving: super::post::Moving {
-            newest,
-            last_sequence,
-        },
+        moving: super::post::Moving::new(newest, last_sequence),
     };
     Ok((known, recorded))
 }

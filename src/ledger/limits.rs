@@ -184,6 +184,27 @@ fn check_ceilings(
     Ok(())
 }
 
+/// The ceilings of `elements` in every fiscal year, in one statement
+/// (group commit, `ledger::group`): (element, fiscal year) → (acquire max,
+/// dispose max), as `check_ceilings` reads one of them.
+pub fn ceilings_of(
+    conn: &mut DbConn,
+    elements: &[String],
+) -> ApiResult<BTreeMap<(String, i32), (i64, i64)>> {
+    Ok(ceilings::table
+        .filter(ceilings::element.eq_any(elements))
+        .select((
+            ceilings::element,
+            ceilings::fiscal_year,
+            ceilings::acquire_max_g,
+            ceilings::dispose_max_g,
+        ))
+        .load::<(String, i32, i64, i64)>(conn)?
+        .into_iter()
+        .map(|(e, fy, a, d)| ((e, fy), (a, d)))
+        .collect())
+}
+
 /// Grams acquired (or disposed of) of `element` in fiscal year `fy`, by
 /// `occurred_at`, as the ledger holds them now.
 pub fn used_in_fiscal_year(

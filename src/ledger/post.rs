@@ -74,7 +74,7 @@ pub struct OrderLink {
 /// the group holds its locks (depot, element and `ledger_head` rows; only
 /// `id` and `code` of a depot row are used, its status and on-hand are
 /// re-checked by the UPDATE that moves it). What members change themselves
-/// is in `moving`, which the group restores when a member does not commit.
+/// is in `moving`, where the group undoes a member that does not commit.
 #[derive(Debug, Default)]
 pub struct Known {
     pub depots: BTreeMap<String, DepotRow>,
@@ -90,7 +90,7 @@ pub struct Known {
 }
 
 /// The part of `Known` the members' postings advance.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Moving {
     /// The newest `occurred_at` of each of the group's stockpiles (`None`:
     /// no entry yet), as its next member would read it.
@@ -98,6 +98,46 @@ pub struct Moving {
     /// `ledger_head.last_sequence` as the next member would advance it; the
     /// group writes it to `ledger_head` once, before its COMMIT.
     pub last_sequence: i64,
+    /// What the running member changed, for `undo`: `last_sequence` at its
+    /// `begin` and the `newest` values it replaced, oldest first. A journal
+    /// rather than a copy per member: a member touches few stockpiles.
+    begun_at: i64,
+    replaced: Vec<(i64, Option<Option<chrono::NaiveDateTime>>)>,
+}
+
+impl Moving {
+    pub fn new(newest: BTreeMap<i64, Option<chrono::NaiveDateTime>>, last_sequence: i64) -> Self {
+        Moving {
+            newest,
+            last_sequence,
+            begun_at: last_sequence,
+            replaced: Vec::new(),
+        }
+    }
+
+    /// Starts a member: `undo` puts back what it changes from here.
+    pub fn begin(&mut self) {
+        self.begun_at = self.last_sequence;
+        self.replaced.clear();
+    }
+
+    /// Undoes the member since `begin` (its savepoint rolled back).
+    pub fn undo(&mut self) {
+        self.last_sequence = self.begun_at;
+        for (id, old) in self.replaced.drain(..).rev() {
+            match old {
+                Some(v) => self.newest.insert(id, v),
+                None => self.newest.remove(&id),
+            };
+        }
+    }
+
+    /// The member wrote an entry of `stockpile` at `at`.
+    fn wrote(&mut self, stockpile: i64, at: chrono::NaiveDateTime) {
+        let old = self.newest.get(&stockpile).copied();
+        self.replaced.push((stockpile, old));
+        self.newest.insert(stockpile, old.flatten().max(Some(at)));
+    }
 }
 
 /// Posts every leg or none. Must run inside `db::write_transaction`.
@@ -250,8 +290,7 @@ pub fn post_in(
     }
     if let Some(k) = known {
         for r in &records {
-            let newest = k.moving.newest.entry(r.entry.stockpile_id).or_default();
-            *newest = (*newest).max(Some(r.entry.occurred_at));
+            k.moving.wrote(r.entry.stockpile_id, r.entry.occurred_at);
         }
     }
     Ok(records)
@@ -277,9 +316,22 @@ fn known_stockpiles(known: &Known, legs: &[Leg]) -> Option<BTreeMap<StockpileKey
         .collect()
 }
 
+/// The newest `occurred_at` of stockpile `id` (a value, or a column of an
+/// enclosing query) as a query: one backward step on the (stockpile_id,
+/// occurred_at) index, however long the stockpile's history. A macro so the
+/// single read keeps its statement and the group's read for all its
+/// stockpiles (`newest_entries`) takes the same one as a subquery.
+macro_rules! newest_of {
+    ($id:expr) => {
+        le::table
+            .filter(le::stockpile_id.eq($id))
+            .order(le::occurred_at.desc())
+            .select(le::occurred_at)
+    };
+}
+
 /// The newest `occurred_at` of stockpile `id`: from the group's `known`
-/// when it has it, else one backward step on the (stockpile_id,
-/// occurred_at) index, however long the stockpile's history.
+/// when it has it, else read (`newest_of`).
 fn newest_entry(
     conn: &mut DbConn,
     id: i64,
@@ -288,12 +340,21 @@ fn newest_entry(
     if let Some(newest) = known.and_then(|k| k.get(&id)) {
         return Ok(*newest);
     }
-    Ok(le::table
-        .filter(le::stockpile_id.eq(id))
-        .order(le::occurred_at.desc())
-        .select(le::occurred_at)
-        .first(conn)
-        .optional()?)
+    Ok(newest_of!(id).first(conn).optional()?)
+}
+
+/// The newest `occurred_at` of each of stockpiles `ids` (`None`: no entry
+/// yet), in one statement (group commit, `ledger::group`).
+pub(super) fn newest_entries(
+    conn: &mut DbConn,
+    ids: &[i64],
+) -> ApiResult<BTreeMap<i64, Option<chrono::NaiveDateTime>>> {
+    let newest = newest_of!(stockpiles::id).limit(1).single_value();
+    let rows: Vec<(i64, Option<chrono::NaiveDateTime>)> = stockpiles::table
+        .filter(stockpiles::id.eq_any(ids))
+        .select((stockpiles::id, newest))
+        .load(conn)?;
+    Ok(rows.into_iter().collect())
 }
 
 /// `occurred_at` may lag (late reports) but not lead the clock by more than the

@@ -100,6 +100,17 @@ pub fn list(
     f: &LedgerFilter,
     page: &PageRequest,
 ) -> ApiResult<Vec<EntryRecord>> {
+    read(conn, f, page.after, page.order, page.limit + 1)
+}
+
+/// Up to `rows` entries past sequence `after` in `order`.
+pub fn read(
+    conn: &mut DbConn,
+    f: &LedgerFilter,
+    after: Option<i64>,
+    order: Order,
+    rows: i64,
+) -> ApiResult<Vec<EntryRecord>> {
     let mut q = le::table
         .inner_join(stockpiles::table.inner_join(depots::table))
         .select((
@@ -143,15 +154,14 @@ pub fn list(
     if let Some(head) = f.up_to {
         q = q.filter(le::sequence.le(head));
     }
-    q = match (page.order, page.after) {
+    q = match (order, after) {
         (Order::NewestFirst, Some(a)) => q.filter(le::sequence.lt(a)).order(le::sequence.desc()),
         (Order::NewestFirst, None) => q.order(le::sequence.desc()),
         (Order::OldestFirst, Some(a)) => q.filter(le::sequence.gt(a)).order(le::sequence.asc()),
         (Order::OldestFirst, None) => q.order(le::sequence.asc()),
     };
-    let rows: Vec<(EntryRow, String, String, String, String)> =
-        q.limit(page.limit + 1).load(conn)?;
-    Ok(rows
+    let found: Vec<(EntryRow, String, String, String, String)> = q.limit(rows).load(conn)?;
+    Ok(found
         .into_iter()
         .map(|(entry, depot, element, form, grade)| EntryRecord {
             entry,

@@ -702,20 +702,17 @@ pub fn insert_proposed(
     let insert = diesel::insert_into(ro::table)
         .values(rows)
         .returning((ro::id, ro::rule_id));
-    // RETURNING's row order is unspecified (SQLite says so): match by rule.
+    // RETURNING's row order is unspecified (SQLite says so): match by rule,
+    // which needs the rules distinct (a lone order by hand has none).
     let stored: Vec<(i64, Option<i64>)> = crate::per_backend!(conn, |c| insert.get_results(c)?);
-    let ids: Vec<i64> = if let [(id, _)] = stored[..] {
-        vec![id]
-    } else {
-        let by_rule: std::collections::HashMap<Option<i64>, i64> =
-            stored.into_iter().map(|(id, rule)| (rule, id)).collect();
-        if by_rule.len() != proposals.len() || by_rule.contains_key(&None) {
-            return Err(ApiError::internal(anyhow::anyhow!(
-                "a batch of new orders needs one distinct rule each"
-            )));
-        }
-        proposals.iter().map(|(rule, _, _)| by_rule[rule]).collect()
-    };
+    let by_rule: std::collections::HashMap<Option<i64>, i64> =
+        stored.into_iter().map(|(id, rule)| (rule, id)).collect();
+    if by_rule.len() != proposals.len() {
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "a batch of new orders needs one distinct rule each"
+        )));
+    }
+    let ids: Vec<i64> = proposals.iter().map(|(rule, _, _)| by_rule[rule]).collect();
     let allocations: Vec<(i64, &[AllocationRow])> = ids
         .iter()
         .zip(proposals)

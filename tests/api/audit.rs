@@ -656,11 +656,13 @@ async fn swapped_rows_are_named(backend: Backend) {
 
 /// `reserve verify` reads the ledger in pages of 5,000: twenty times the
 /// entries cost (next to) no more memory. A version that loaded the ledger
-/// whole would need some 35 MB more for the larger one; what may grow is
-/// bounded (each reading connection's SQLite page cache, 2 MiB by default,
-/// and the allocator's arenas: 8.2 MiB once at 60,000 entries, so the bound
-/// is 12 MiB). (The 1,000,000-entry run is measured by hand; see
-/// docs/audit.md.)
+/// whole was measured at some 20 MB more at 60,000 entries than at 5,000
+/// (this test's earlier sizes); at 100,000 it would be about 35 MB more, an
+/// estimate scaled by the entries, not measured. What may grow is bounded
+/// (each reading connection's SQLite page cache, 2 MiB by default, and the
+/// allocator's arenas): growth of 8.2 MiB was measured once at 60,000
+/// entries, so the bound is 12 MiB. (The 1,000,000-entry run is measured by
+/// hand; see docs/audit.md.)
 #[test]
 fn verify_streams_the_ledger_in_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
