@@ -53,6 +53,8 @@ pub struct AppState {
     /// under 16 clients (27–31 ms and under 160 ms with the gate; `cargo bench
     /// --bench ingest`). `None` on PostgreSQL, whose row locks queue writers.
     pub write_gate: Option<std::sync::Arc<db::WriteGate>>,
+    /// Writes the audit trail's rows, several write attempts a commit.
+    pub trail: audit::trail::TrailWriter,
     /// Counts failed authentications, to answer guessers with 429.
     pub throttle: http::throttle::FailureThrottle,
     pub outage: Outage,
@@ -354,11 +356,13 @@ pub fn build_state(settings: Settings, keys: TokenKeys) -> anyhow::Result<web::D
             read_ahead: settings.group_commit.read_ahead,
         },
     );
+    let trail = audit::trail::TrailWriter::start(pool.clone(), write_gate.clone(), outage.clone())?;
     Ok(web::Data::new(AppState {
         pool,
         keys,
         backend: url.backend(),
         write_gate,
+        trail,
         throttle: http::throttle::FailureThrottle::new(settings.auth.max_failures_per_minute),
         outage,
         audit_key,
