@@ -733,6 +733,17 @@ fn lock_stockpiles(
     for (leg, id) in legs.iter().zip(leg_stockpiles) {
         deltas.entry(*id).or_default().push(leg.quantity.0);
     }
+    // Many stockpiles (a batch) are locked in two statements; one or two (a
+    // movement, a transfer) and an order's execution one statement each.
+    let mut all = if reservation.is_none() && deltas.len() > 2 {
+        let nets: Vec<(i64, i64)> = deltas
+            .iter()
+            .map(|(id, ds)| (*id, ds.iter().sum()))
+            .collect();
+        Some(lock_all(conn, &nets)?)
+    } else {
+        None
+    };
     let mut locked = BTreeMap::new();
     for (id, ds) in deltas {
         let net: i64 = ds.iter().sum();
@@ -744,7 +755,9 @@ fn lock_stockpiles(
             stockpiles::entry_count,
         );
         let consumed = reservation.filter(|(s, _)| *s == id).map_or(0, |(_, g)| g);
-        let updated: Option<(i64, i64, String, i64)> = if consumed > 0 {
+        let updated: Option<LockedRow> = if let Some(all) = all.as_mut() {
+            all.remove(&id)
+        } else if consumed > 0 {
             diesel::update(
                 target
                     .filter(stockpiles::reserved_g.ge(consumed))
@@ -830,6 +843,67 @@ fn lock_stockpiles(
         );
     }
     Ok(locked)
+}
+
+/// A stockpile row as a locking UPDATE returns it: on hand after the
+/// update, reserved, head hash, entry count.
+type LockedRow = (i64, i64, String, i64);
+
+#[derive(QueryableByName)]
+struct LockedRowById {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    on_hand_g: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    reserved_g: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    head_hash: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    entry_count: i64,
+}
+
+/// `lock_stockpiles`' conditional UPDATEs for many stockpiles at once (no
+/// order reservation among them): two statements instead of one a
+/// stockpile, which for a 1,000-entry batch over 85 stockpiles were 85
+/// round trips while every other posting on them waited. On PostgreSQL the
+/// rows are first locked in id order (`FOR UPDATE`), the order every posting
+/// takes them in, since a multi-row UPDATE locks in whatever order its plan
+/// visits them. A stockpile missing from the answer lacked the stock.
+fn lock_all(conn: &mut DbConn, nets: &[(i64, i64)]) -> ApiResult<BTreeMap<i64, LockedRow>> {
+    use diesel::sql_types::BigInt;
+    let ids: Vec<i64> = nets.iter().map(|(id, _)| *id).collect();
+    if let DbConn::Postgres(c) = conn {
+        stockpiles::table
+            .filter(stockpiles::id.eq_any(&ids))
+            .order(stockpiles::id)
+            .select(stockpiles::id)
+            .for_update()
+            .load::<i64>(c)?;
+    }
+    let postgres = matches!(conn, DbConn::Postgres(_));
+    let sql = format!(
+        "{} UPDATE stockpiles SET on_hand_g = on_hand_g + v.net FROM v \
+         WHERE stockpiles.id = v.sid AND (v.net >= 0 OR on_hand_g - reserved_g >= -v.net) \
+         RETURNING id, on_hand_g, reserved_g, head_hash, entry_count",
+        crate::db::values_cte("v", &["sid", "net"], nets.len(), postgres, 1),
+    );
+    let rows: Vec<LockedRowById> = crate::per_backend!(conn, |c| {
+        let mut q = diesel::sql_query(&sql).into_boxed();
+        for (id, net) in nets {
+            q = q.bind::<BigInt, _>(*id).bind::<BigInt, _>(*net);
+        }
+        q.load(c)?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.id,
+                (r.on_hand_g, r.reserved_g, r.head_hash, r.entry_count),
+            )
+        })
+        .collect())
 }
 
 /// Takes the posting's instant, under the stockpile locks: it becomes every

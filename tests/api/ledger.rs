@@ -14,6 +14,7 @@ on_both_backends!(
     reused_key_with_other_body_is_refused,
     sub_gram_precision_is_refused,
     batch_is_all_or_nothing,
+    a_batch_over_many_stockpiles_checks_each,
     balance_as_of_follows_occurred_at,
     backdated_outflow_cannot_spend_later_stock,
     period_lock_closes_the_books,
@@ -286,6 +287,64 @@ async fn batch_is_all_or_nothing(backend: Backend) {
         .await
         .expect(422);
     assert_eq!(r.error_fields(), vec!["entries[1].kind"]);
+    app.stop().await;
+}
+
+/// Over more than two stockpiles a batch takes their locks in two
+/// statements (`lock_all` in `ledger::post`): each stockpile's own stock is
+/// still checked, the refused one is named, and the heads and counts of all
+/// move together.
+async fn a_batch_over_many_stockpiles_checks_each(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.create_depot("NV1", "1000", "1000").await;
+    for (element, kg) in [("Nd", "10"), ("Dy", "20"), ("Tb", "30"), ("Pr", "40")] {
+        app.acquire("NV1", element, kg).await.expect(201);
+    }
+    let item = |kind: &str, element: &str, kg: &str| json!({"kind": kind, "depot": "NV1", "element": element, "form": "oxide", "grade": "99.5", "quantity_kg": kg});
+    // Tb holds 30 kg: its release of 31 is refused, and nothing moves.
+    let bad = json!({"entries": [
+        item("release", "Nd", "1"),
+        item("release", "Dy", "2"),
+        item("release", "Tb", "31"),
+        item("acquisition", "Pr", "4"),
+    ]});
+    let r = app
+        .post_new("/api/v1/ledger/batch", &app.operator, &bad)
+        .await
+        .expect(409);
+    assert_eq!(r.body["code"], "insufficient-stock", "{}", r.text);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("entries[2]."),
+        "{}",
+        r.text
+    );
+    assert_eq!(app.ledger_count().await, 4);
+    assert_eq!(app.on_hand("NV1", "Tb").await.unwrap(), "30.000");
+    // Two entries on one stockpile, three others: every balance lands.
+    let good = json!({"entries": [
+        item("release", "Nd", "1"),
+        item("release", "Dy", "2"),
+        item("release", "Tb", "30"),
+        item("acquisition", "Pr", "4"),
+        item("release", "Nd", "9"),
+    ]});
+    app.post_new("/api/v1/ledger/batch", &app.operator, &good)
+        .await
+        .expect(201);
+    for (element, kg) in [
+        ("Nd", "0.000"),
+        ("Dy", "18.000"),
+        ("Tb", "0.000"),
+        ("Pr", "44.000"),
+    ] {
+        assert_eq!(app.on_hand("NV1", element).await.unwrap(), kg, "{element}");
+    }
+    let report = app.verify_both_ways().await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["entries_checked"], 9, "{report}");
     app.stop().await;
 }
 
