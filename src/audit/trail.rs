@@ -1,7 +1,9 @@
 //! The audit trail: one row per authenticated write attempt (POST, PUT,
 //! PATCH, DELETE with a valid token), refused ones included, written by this
-//! middleware after the response is built, in its own small transaction. No
-//! route writes or edits it; triggers make it append-only.
+//! middleware after the response is built and before it is sent, by one
+//! writer thread that puts the rows arriving together in one transaction
+//! ([`TrailWriter`]). No route writes or edits it; triggers make it
+//! append-only.
 //!
 //! Attempts without a valid token (401) are not recorded: anyone could fill
 //! the table with them, and they carry no subject to hold to account. The
