@@ -434,6 +434,24 @@ struct BalanceRow {
     max_sequence: i64,
 }
 
+/// The `ledger_balances` columns verification reads, in `BalanceRow`'s
+/// order: selected on SQLite, copied on PostgreSQL.
+const BALANCE_COLUMNS: (
+    lb::stockpile_id,
+    lb::occurred_at,
+    lb::sequence,
+    lb::balance_g,
+    lb::entries,
+    lb::max_sequence,
+) = (
+    lb::stockpile_id,
+    lb::occurred_at,
+    lb::sequence,
+    lb::balance_g,
+    lb::entries,
+    lb::max_sequence,
+);
+
 /// What the reader hands over: a page of entries in sequence order (an empty
 /// one after the last), then `ledger_balances` in pages, in storage order.
 enum Page {
@@ -632,14 +650,7 @@ fn read_balances(conn: &mut DbConn, tx: &PageSender, select: bool) {
         DbConn::Sqlite(c) => {
             use diesel::connection::DefaultLoadingMode;
             let rows = lb::table
-                .select((
-                    lb::stockpile_id,
-                    lb::occurred_at,
-                    lb::sequence,
-                    lb::balance_g,
-                    lb::entries,
-                    lb::max_sequence,
-                ))
+                .select(BALANCE_COLUMNS)
                 .load_iter::<BalanceRow, DefaultLoadingMode>(c);
             let rows = match rows {
                 Ok(rows) => rows,
@@ -711,16 +722,9 @@ fn read_balances(conn: &mut DbConn, tx: &PageSender, select: bool) {
 fn copy_balances(c: &mut diesel::PgConnection, tx: &PageSender) -> QueryResult<()> {
     use crate::db::copy;
     let read = {
-        let mut out = diesel::copy_to((
-            lb::stockpile_id,
-            lb::occurred_at,
-            lb::sequence,
-            lb::balance_g,
-            lb::entries,
-            lb::max_sequence,
-        ))
-        .with_format(diesel::pg::CopyFormat::Binary)
-        .load_raw(c)?;
+        let mut out = diesel::copy_to(BALANCE_COLUMNS)
+            .with_format(diesel::pg::CopyFormat::Binary)
+            .load_raw(c)?;
         let read = send_balances(&mut out, tx);
         if !matches!(read, Ok(true)) {
             let _ = copy::drain(&mut out);
