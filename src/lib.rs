@@ -53,6 +53,9 @@ pub struct AppState {
     /// under 16 clients (27–31 ms and under 160 ms with the gate; `cargo bench
     /// --bench ingest`). `None` on PostgreSQL, whose row locks queue writers.
     pub write_gate: Option<std::sync::Arc<db::WriteGate>>,
+    /// Whether a ledger verification of this app holds the one extra
+    /// connection verifications may open (`ledger::routes::verify`).
+    pub verify_second_reader: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Writes the audit trail's rows, several write attempts a commit.
     pub trail: audit::trail::TrailWriter,
     /// Counts failed authentications, to answer guessers with 429.
@@ -362,6 +365,7 @@ pub fn build_state(settings: Settings, keys: TokenKeys) -> anyhow::Result<web::D
         keys,
         backend: url.backend(),
         write_gate,
+        verify_second_reader: Default::default(),
         trail,
         throttle: http::throttle::FailureThrottle::new(settings.auth.max_failures_per_minute),
         outage,

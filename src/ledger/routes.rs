@@ -354,7 +354,7 @@ pub async fn verify(state: web::Data<AppState>, user: AuthUser) -> ApiResult<Htt
     // one (the database refuses it, or an in-memory SQLite), one reads. One
     // such connection at a time in this process: concurrent verifications
     // read with their pooled connection alone rather than open one each.
-    let slot = SecondReaderSlot::take();
+    let slot = SecondReaderSlot::take(&state.verify_second_reader);
     let second_reader = slot
         .as_ref()
         .and_then(|_| crate::db::DatabaseUrl::parse(&state.settings.database.url).ok());
@@ -375,26 +375,24 @@ pub async fn verify(state: web::Data<AppState>, user: AuthUser) -> ApiResult<Htt
     Ok(HttpResponse::Ok().json(VerifyResponse { report }))
 }
 
-/// The one connection outside the pool that this process's verifications may
-/// open at a time (see `verify`); released when dropped.
-struct SecondReaderSlot;
-
-static SECOND_READER_TAKEN: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
+/// The one connection outside the pool that this app's verifications may
+/// open at a time (see `verify`; `AppState::verify_second_reader` says
+/// whether it is taken); released when dropped.
+struct SecondReaderSlot(std::sync::Arc<std::sync::atomic::AtomicBool>);
 
 impl SecondReaderSlot {
-    fn take() -> Option<SecondReaderSlot> {
+    fn take(taken: &std::sync::Arc<std::sync::atomic::AtomicBool>) -> Option<SecondReaderSlot> {
         use std::sync::atomic::Ordering;
-        SECOND_READER_TAKEN
+        taken
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .ok()
-            .map(|_| SecondReaderSlot)
+            .map(|_| SecondReaderSlot(taken.clone()))
     }
 }
 
 impl Drop for SecondReaderSlot {
     fn drop(&mut self) {
-        SECOND_READER_TAKEN.store(false, std::sync::atomic::Ordering::Release);
+        self.0.store(false, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -404,9 +402,21 @@ mod tests {
 
     #[test]
     fn one_second_reader_at_a_time_and_free_again_when_dropped() {
-        let first = SecondReaderSlot::take().expect("the slot is free");
-        assert!(SecondReaderSlot::take().is_none(), "the slot is taken");
+        let taken = std::sync::Arc::default();
+        let first = SecondReaderSlot::take(&taken).expect("the slot is free");
+        assert!(
+            SecondReaderSlot::take(&taken).is_none(),
+            "the slot is taken"
+        );
+        let other_app = std::sync::Arc::default();
+        assert!(
+            SecondReaderSlot::take(&other_app).is_some(),
+            "another app has a slot of its own"
+        );
         drop(first);
-        assert!(SecondReaderSlot::take().is_some(), "the slot is free again");
+        assert!(
+            SecondReaderSlot::take(&taken).is_some(),
+            "the slot is free again"
+        );
     }
 }
