@@ -229,9 +229,6 @@ pub struct WriteGate {
     conn: std::sync::Mutex<Option<DbConn>>,
 }
 
-/// A writer's turn at the gate: the gate's connection, held until dropped.
-pub struct Turn<'a>(std::sync::MutexGuard<'a, Option<DbConn>>);
-
 impl WriteGate {
     pub fn new(url: DatabaseUrl) -> Self {
         Self {
@@ -243,7 +240,7 @@ impl WriteGate {
     /// Waits for the turn, then opens the connection if it is not open yet
     /// or broke. A writer that panicked may have left a transaction open on
     /// it, so after a panic the connection is dropped and opened afresh.
-    pub fn turn(&self) -> Result<Turn<'_>, r2d2::Error> {
+    fn turn(&self) -> Result<std::sync::MutexGuard<'_, Option<DbConn>>, r2d2::Error> {
         let mut slot = self.conn.lock().unwrap_or_else(|poisoned| {
             self.conn.clear_poison();
             let mut slot = poisoned.into_inner();
@@ -256,27 +253,14 @@ impl WriteGate {
         if slot.is_none() {
             *slot = Some(establish(&self.url)?);
         }
-        Ok(Turn(slot))
+        Ok(slot)
     }
 }
 
-impl std::ops::Deref for Turn<'_> {
-    type Target = DbConn;
-    fn deref(&self) -> &DbConn {
-        self.0.as_ref().expect("the turn opened the connection")
-    }
-}
-
-impl std::ops::DerefMut for Turn<'_> {
-    fn deref_mut(&mut self) -> &mut DbConn {
-        self.0.as_mut().expect("the turn opened the connection")
-    }
-}
-
-/// A connection checked out for one use: the write gate's, taken in turn,
-/// or a pooled one.
+/// A connection checked out for one use: the write gate's, held in turn
+/// until dropped (`WriteGate::turn` opened it), or a pooled one.
 pub enum Checkout<'a> {
-    Gate(Turn<'a>),
+    Gate(std::sync::MutexGuard<'a, Option<DbConn>>),
     Pooled(PooledConn),
 }
 
@@ -305,7 +289,7 @@ impl std::ops::Deref for Checkout<'_> {
     type Target = DbConn;
     fn deref(&self) -> &DbConn {
         match self {
-            Checkout::Gate(t) => t,
+            Checkout::Gate(t) => t.as_ref().expect("the turn opened the connection"),
             Checkout::Pooled(c) => c,
         }
     }
@@ -314,7 +298,7 @@ impl std::ops::Deref for Checkout<'_> {
 impl std::ops::DerefMut for Checkout<'_> {
     fn deref_mut(&mut self) -> &mut DbConn {
         match self {
-            Checkout::Gate(t) => t,
+            Checkout::Gate(t) => t.as_mut().expect("the turn opened the connection"),
             Checkout::Pooled(c) => c,
         }
     }

@@ -499,12 +499,7 @@ fn read_ahead(
     let policies = crate::policy::repo::current_of(conn, &elements)?;
     let floors = elements
         .iter()
-        .map(|e| {
-            (
-                e.clone(),
-                policies.get(e).ok().and_then(|p| p.reserve_floor_g),
-            )
-        })
+        .map(|e| (e.clone(), policies.find(e).and_then(|p| p.reserve_floor_g)))
         .collect();
     let ceilings = super::limits::ceilings_of(conn, &elements)?;
     let period_lock = crate::periods::repo::current_lock(conn)?;

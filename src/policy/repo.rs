@@ -82,7 +82,12 @@ pub struct Policies(std::collections::HashMap<String, PolicyRow>);
 impl Policies {
     /// The element's policy; 404 as `current` when it has none.
     pub fn get(&self, element: &str) -> ApiResult<&PolicyRow> {
-        self.0.get(element).ok_or_else(|| not_found(element))
+        self.find(element).ok_or_else(|| not_found(element))
+    }
+
+    /// The element's policy, if it has one.
+    pub fn find(&self, element: &str) -> Option<&PolicyRow> {
+        self.0.get(element)
     }
 }
 
